@@ -1,0 +1,70 @@
+// swift-tools-version:6.0
+// Petrel: a Kafka-class event broker whose whole interface is HTTP.
+// Imports flow one way (ArchitectureTests checks it):
+//   BrokerModel <- Consensus, LogStorage <- BrokerRuntime <- BrokerHTTP <- petrel
+//   CMicroHTTPD <- MicroHTTP <- BrokerHTTP
+//   BrokerTesting (simulation support) <- tests and petrel-raft-sim only
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+]
+
+let package = Package(
+    name: "Petrel",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "petrel", targets: ["petrel"]),
+        .executable(name: "petrel-raft-sim", targets: ["petrel-raft-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .target(name: "BrokerModel", swiftSettings: swiftSettings),
+        .target(name: "Consensus", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
+        .target(name: "LogStorage", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
+        .target(
+            name: "CMicroHTTPD",
+            linkerSettings: [.linkedLibrary("microhttpd")]
+        ),
+        .target(name: "MicroHTTP", dependencies: ["CMicroHTTPD"], swiftSettings: swiftSettings),
+        .target(
+            name: "BrokerRuntime",
+            dependencies: ["BrokerModel", "LogStorage", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BrokerHTTP",
+            dependencies: ["BrokerModel", "BrokerRuntime", "MicroHTTP", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BrokerTesting",
+            dependencies: ["BrokerModel", "Consensus", "LogStorage"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "petrel",
+            dependencies: [
+                "BrokerModel", "BrokerRuntime", "BrokerHTTP", "MicroHTTP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "petrel-raft-sim",
+            dependencies: ["BrokerTesting", "Consensus", "BrokerModel"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "BrokerModelTests", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "BrokerTesting", "BrokerModel"], resources: [.copy("Scenarios")], swiftSettings: swiftSettings),
+        .testTarget(name: "LogStorageTests", dependencies: ["LogStorage", "BrokerTesting", "BrokerModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "MicroHTTPTests", dependencies: ["MicroHTTP"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerRuntimeTests", dependencies: ["BrokerRuntime", "BrokerTesting", "LogStorage", "BrokerModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerHTTPTests", dependencies: ["BrokerHTTP", "BrokerRuntime", "MicroHTTP", "BrokerModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "ArchitectureTests", swiftSettings: swiftSettings),
+    ]
+)
