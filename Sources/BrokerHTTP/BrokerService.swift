@@ -1,0 +1,282 @@
+import BrokerModel
+import BrokerRuntime
+import Logging
+import MicroHTTP
+
+/// The HTTP face of one broker: validates each request at the edge, turns it into typed values,
+/// calls the `Broker` façade, renders the answer. Knows nothing about files or threads.
+public final class BrokerService: Sendable {
+    let broker: Broker
+    let logger: Logger
+
+    public init(broker: Broker, logger: Logger = Logger(label: "petrel.http")) {
+        self.broker = broker
+        self.logger = logger
+    }
+
+    /// The MicroHTTP handler.
+    public var handler: HTTPHandler { { [self] request, responder in handle(request, responder) } }
+
+    /// Renders errors produced by the HTTP server itself (413, malformed requests, shutdown).
+    public static let errorBody: @Sendable (Int, String) -> (contentType: String, body: [UInt8]) = { status, message in
+        let code = status * 100 + 1
+        var w = JSONWriter()
+        w.raw("{\"error_code\":")
+        w.int(code)
+        w.raw(",\"message\":")
+        w.string(message)
+        w.raw("}")
+        return ("application/json", w.bytes)
+    }
+
+    func handle(_ request: HTTPRequest, _ responder: Responder) {
+        switch Router.match(method: request.method, segments: request.pathSegments) {
+        case .notFound:
+            responder.respond(Self.failure(.notFound("no route for \(request.method) \(request.path)")))
+        case .methodNotAllowed(let allowed):
+            var response = Self.json(405, Self.errorBody(405, "method \(request.method) is not allowed on \(request.path); allowed: \(allowed.joined(separator: ", "))").body)
+            response.headers.append((name: "Allow", value: allowed.joined(separator: ", ")))
+            responder.respond(response)
+        case .found(let operation, let params):
+            do throws(BrokerError) {
+                try dispatch(operation, params, request, responder)
+            } catch {
+                responder.respond(Self.failure(error))
+            }
+        }
+    }
+
+    func dispatch(_ operation: Operation, _ params: [String: String], _ request: HTTPRequest, _ responder: Responder) throws(BrokerError) {
+        switch operation {
+        case .getHealth:
+            responder.respond(Self.json(200, Array("{\"status\":\"ok\"}".utf8)))
+        case .getReadiness:
+            if broker.isReady {
+                responder.respond(Self.json(200, Array("{\"status\":\"ready\"}".utf8)))
+            } else {
+                responder.respond(Self.failure(.unavailable("the broker is not ready")))
+            }
+        case .getMetrics:
+            responder.respond(HTTPResponse(status: 200, headers: [(name: "Content-Type", value: "text/plain; version=0.0.4")], body: Array(metricsText().utf8)))
+        case .getCluster:
+            responder.respond(Self.json(200, Render.cluster(broker.describeCluster())))
+        case .listTopics:
+            let names = broker.listTopics(includeInternal: request.queryValue("internal") == "true")
+            let summaries = names.compactMap { name -> (TopicName, Int)? in
+                guard let d = try? broker.describeTopic(name) else { return nil }
+                return (name, d.partitions.count)
+            }
+            responder.respond(Self.json(200, Render.topicSummaries(summaries)))
+        case .createTopic:
+            let body = try Self.jsonObject(request)
+            guard let nameNode = body["name"], let nameText = nameNode.stringValue else { throw .badRequest("\"name\" (a string) is required") }
+            let name = try TopicName.validate(nameText).get()
+            var partitions: Int32 = 1
+            if let p = body["partitions"] {
+                guard let v = p.int64Value, v >= Int64(Int32.min), v <= Int64(Int32.max) else { throw .badRequest("\"partitions\" must be an integer") }
+                partitions = Int32(v)
+            }
+            var replicationFactor: Int?
+            if let rf = body["replication_factor"], !rf.isNull {
+                guard let v = rf.int64Value, v >= -1, v < 1000 else { throw .badRequest("\"replication_factor\" must be an integer") }
+                replicationFactor = v == -1 ? nil : Int(v)
+            }
+            let configs = try Self.configs(body["configs"])
+            let description = try broker.createTopic(name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs)
+            var response = Self.json(201, Render.topic(description))
+            response.headers.append((name: "Location", value: "/v1/topics/\(name.rawValue)"))
+            responder.respond(response)
+        case .getTopic:
+            let topic = try Self.topic(params)
+            responder.respond(Self.json(200, Render.topic(try broker.describeTopic(topic))))
+        case .updateTopic:
+            let topic = try Self.topic(params)
+            let body = try Self.jsonObject(request)
+            for (key, _) in body.objectValue ?? [] where key != "configs" && key != "partitions" {
+                throw .badRequest("unknown field \"\(key)\"; a topic update takes \"configs\" and \"partitions\"")
+            }
+            var partitions: Int32?
+            if let p = body["partitions"] {
+                guard let v = p.int64Value, v >= 0, v <= Int64(Int32.max) else { throw .badRequest("\"partitions\" must be a non-negative integer") }
+                partitions = Int32(v)
+            }
+            let configs = try Self.configs(body["configs"])
+            responder.respond(Self.json(200, Render.topic(try broker.alterTopic(topic, configs: configs, partitions: partitions))))
+        case .deleteTopic:
+            try broker.deleteTopic(try Self.topic(params))
+            responder.respond(HTTPResponse(status: 204))
+        case .produceRecords:
+            try produce(params, request, responder)
+        case .getPartition:
+            let topic = try Self.topic(params)
+            let partition = try Self.partition(params)
+            let description = try broker.describeTopic(topic)
+            guard let p = description.partitions.first(where: { $0.partition == partition }) else {
+                throw .unknownPartition(topic: topic.rawValue, partition: partition.rawValue, partitionCount: Int32(description.partitions.count))
+            }
+            var w = JSONWriter()
+            Render.partition(p, into: &w)
+            responder.respond(Self.json(200, w.bytes))
+        case .readRecords:
+            try read(params, request, responder)
+        case .getPartitionOffsets:
+            let topic = try Self.topic(params)
+            let partition = try Self.partition(params)
+            if let text = request.queryValue("timestamp") {
+                guard let ts = Int64(text) else { throw .badRequest("timestamp must be an integer (milliseconds since the epoch), got '\(text)'") }
+                let offset = try broker.offset(topic: topic, partition: partition, forTimestamp: ts)
+                responder.respond(Self.json(200, Render.timestampLookup(topic: topic, partition: partition, timestamp: ts, offset: offset)))
+            } else {
+                responder.respond(Self.json(200, Render.offsets(topic: topic, partition: partition, try broker.offsets(topic: topic, partition: partition))))
+            }
+        }
+    }
+
+    // MARK: produce and read
+
+    func produce(_ params: [String: String], _ request: HTTPRequest, _ responder: Responder) throws(BrokerError) {
+        let topic = try Self.topic(params)
+        var acks = Acks.all
+        if let text = request.queryValue("acks") {
+            guard let a = Acks(parameter: text) else { throw .badRequest("acks must be 0, 1 or all, got '\(text)'") }
+            acks = a
+        }
+        var query = request.query
+        if let key = request.header("Petrel-Key"), request.queryValue("key") == nil { query.append((name: "key", value: key)) }
+        let records = try ProduceParsing.records(body: request.body, contentType: request.header("Content-Type"), query: query)
+        let chosenAcks = acks
+        broker.produce(topic: topic, records: records, acks: acks) { result in
+            switch result {
+            case .success(let placements):
+                responder.respond(Self.json(chosenAcks == .none ? 202 : 200, Render.produce(topic: topic, placements: placements)))
+            case .failure(let error):
+                responder.respond(Self.failure(error))
+            }
+        }
+    }
+
+    func read(_ params: [String: String], _ request: HTTPRequest, _ responder: Responder) throws(BrokerError) {
+        let topic = try Self.topic(params)
+        let partition = try Self.partition(params)
+        let limits = broker.configuration.limits
+        var offset = OffsetSpec.earliest
+        if let text = request.queryValue("offset") {
+            switch text {
+            case "earliest", "beginning": offset = .earliest
+            case "latest", "end": offset = .latest
+            default:
+                guard let o = Int64(text), o >= 0 else { throw .badRequest("offset must be a non-negative integer, 'earliest' or 'latest', got '\(text)'") }
+                offset = .exact(Offset(o))
+            }
+        }
+        let maxRecords = try Self.integer(request, "max_records", default: 500, range: 1...limits.readRecordsMax)
+        let maxBytes = try Self.integer(request, "max_bytes", default: 1 << 20, range: 1...limits.readBytesMax)
+        let wait = try Self.integer(request, "wait_ms", default: 0, range: 0...limits.waitMillisecondsMax)
+        var format = ValueFormat.text
+        if let text = request.queryValue("format") {
+            guard let f = ValueFormat(rawValue: text) else { throw .badRequest("format must be text, json or binary, got '\(text)'") }
+            format = f
+        }
+        let readRequest = ReadRequest(topic: topic, partition: partition, offset: offset, maxRecords: maxRecords, maxBytes: maxBytes, waitMilliseconds: wait)
+        let chosenFormat = format
+        broker.read(readRequest) { result in
+            switch result {
+            case .success(let read):
+                do {
+                    responder.respond(Self.json(200, try Render.read(read, format: chosenFormat)))
+                } catch {
+                    responder.respond(Self.failure(.storage("a stored batch could not be decoded: \(error)")))
+                }
+            case .failure(let error):
+                responder.respond(Self.failure(error))
+            }
+        }
+    }
+
+    // MARK: helpers
+
+    static func json(_ status: Int, _ body: [UInt8]) -> HTTPResponse {
+        HTTPResponse(status: status, headers: [(name: "Content-Type", value: "application/json")], body: body)
+    }
+
+    static func failure(_ error: BrokerError) -> HTTPResponse {
+        var response = json(error.httpStatus, Render.error(error))
+        if error.httpStatus == 429 || error.httpStatus == 503 { response.headers.append((name: "Retry-After", value: "1")) }
+        return response
+    }
+
+    static func topic(_ params: [String: String]) throws(BrokerError) -> TopicName {
+        try TopicName.validate(params["topic"] ?? "").get()
+    }
+
+    static func partition(_ params: [String: String]) throws(BrokerError) -> PartitionID {
+        try ProduceParsing.partition(params["partition"] ?? "")
+    }
+
+    static func integer(_ request: HTTPRequest, _ name: String, default value: Int, range: ClosedRange<Int>) throws(BrokerError) -> Int {
+        guard let text = request.queryValue(name) else { return value }
+        guard let v = Int(text), range.contains(v) else {
+            throw .badRequest("\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+        }
+        return v
+    }
+
+    static func jsonObject(_ request: HTTPRequest) throws(BrokerError) -> JSONNode {
+        let media = MediaType(request.header("Content-Type"))
+        guard media.essence == MediaType.json || media.essence.isEmpty || media.essence == MediaType.form else {
+            throw .unsupportedMediaType("this operation takes application/json, got '\(request.header("Content-Type") ?? "")'")
+        }
+        let node: JSONNode
+        do { node = try JSONParser.parse(request.body) } catch { throw .badRequest("request body is not valid JSON: \(error)") }
+        guard node.objectValue != nil else { throw .badRequest("request body must be a JSON object, got \(node.typeName)") }
+        return node
+    }
+
+    /// `configs` as `{"name": "value" | number}` or `[{"name": ..., "value": ...}]`.
+    static func configs(_ node: JSONNode?) throws(BrokerError) -> [(String, String)] {
+        guard let node, !node.isNull else { return [] }
+        func text(_ v: JSONNode, _ name: String) throws(BrokerError) -> String {
+            switch v.value {
+            case .string(let s): return s
+            case .number(let n): return n
+            default: throw .badRequest("config '\(name)' must be a string or a number")
+            }
+        }
+        if let members = node.objectValue {
+            var out: [(String, String)] = []
+            for (k, v) in members { out.append((k, try text(v, k))) }
+            return out
+        }
+        if let items = node.arrayValue {
+            var out: [(String, String)] = []
+            for item in items {
+                guard let name = item["name"]?.stringValue, let v = item["value"] else { throw .badRequest("each config needs \"name\" and \"value\"") }
+                out.append((name, try text(v, name)))
+            }
+            return out
+        }
+        throw .badRequest("\"configs\" must be an object of name: value")
+    }
+
+    func metricsText() -> String {
+        let cluster = broker.describeCluster()
+        return """
+            # HELP petrel_records_produced_total Records appended by produce requests.
+            # TYPE petrel_records_produced_total counter
+            petrel_records_produced_total \(broker.metrics.recordsProduced.load(ordering: .relaxed))
+            # HELP petrel_records_read_total Records returned by reads.
+            # TYPE petrel_records_read_total counter
+            petrel_records_read_total \(broker.metrics.recordsRead.load(ordering: .relaxed))
+            # HELP petrel_parked_requests Requests waiting for data or durability.
+            # TYPE petrel_parked_requests gauge
+            petrel_parked_requests \(broker.parkedRequests)
+            # HELP petrel_topics Topics on this broker.
+            # TYPE petrel_topics gauge
+            petrel_topics \(cluster.topicCount)
+            # HELP petrel_partitions Partitions on this broker.
+            # TYPE petrel_partitions gauge
+            petrel_partitions \(cluster.partitionCount)
+
+            """
+    }
+}

@@ -1,0 +1,68 @@
+import MicroHTTP
+
+/// Every route of the public API. The `operationId` of each is the handler's name in
+/// `Api/openapi.yaml`; `RouterSpecTests` fails when the spec and this table drift apart.
+public enum Operation: String, CaseIterable, Sendable {
+    case getHealth, getReadiness, getMetrics
+    case getCluster
+    case listTopics, createTopic, getTopic, updateTopic, deleteTopic
+    case produceRecords
+    case getPartition, readRecords, getPartitionOffsets
+}
+
+public struct Route: Sendable {
+    public var method: String
+    /// Path template with `{name}` parameters, as written in the OpenAPI document.
+    public var template: String
+    public var operation: Operation
+    var segments: [String] { template.split(separator: "/", omittingEmptySubsequences: true).map(String.init) }
+}
+
+public enum Router {
+    public static let routes: [Route] = [
+        Route(method: "GET", template: "/healthz", operation: .getHealth),
+        Route(method: "GET", template: "/readyz", operation: .getReadiness),
+        Route(method: "GET", template: "/metrics", operation: .getMetrics),
+        Route(method: "GET", template: "/v1/cluster", operation: .getCluster),
+        Route(method: "GET", template: "/v1/topics", operation: .listTopics),
+        Route(method: "POST", template: "/v1/topics", operation: .createTopic),
+        Route(method: "GET", template: "/v1/topics/{topic}", operation: .getTopic),
+        Route(method: "PATCH", template: "/v1/topics/{topic}", operation: .updateTopic),
+        Route(method: "DELETE", template: "/v1/topics/{topic}", operation: .deleteTopic),
+        Route(method: "POST", template: "/v1/topics/{topic}/records", operation: .produceRecords),
+        Route(method: "GET", template: "/v1/topics/{topic}/partitions/{partition}", operation: .getPartition),
+        Route(method: "GET", template: "/v1/topics/{topic}/partitions/{partition}/records", operation: .readRecords),
+        Route(method: "GET", template: "/v1/topics/{topic}/partitions/{partition}/offsets", operation: .getPartitionOffsets),
+    ]
+
+    public enum Match: Equatable {
+        case found(Operation, [String: String])
+        /// The path exists but not with this method; carries the allowed methods.
+        case methodNotAllowed([String])
+        case notFound
+    }
+
+    /// Matches decoded path segments (a `%2F` inside a segment stays inside it).
+    public static func match(method: String, segments: [String]) -> Match {
+        var allowed: [String] = []
+        let method = method == "HEAD" ? "GET" : method
+        for route in routes {
+            let template = route.segments
+            guard template.count == segments.count else { continue }
+            var params: [String: String] = [:]
+            var matches = true
+            for (t, s) in zip(template, segments) {
+                if t.hasPrefix("{") && t.hasSuffix("}") {
+                    params[String(t.dropFirst().dropLast())] = s
+                } else if t != s {
+                    matches = false
+                    break
+                }
+            }
+            guard matches else { continue }
+            if route.method == method { return .found(route.operation, params) }
+            allowed.append(route.method)
+        }
+        return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed)
+    }
+}

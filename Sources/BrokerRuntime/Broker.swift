@@ -1,0 +1,603 @@
+import BrokerModel
+import Dispatch
+import Foundation
+import LogStorage
+import Logging
+import Synchronization
+
+/// The broker façade: the only thing the HTTP layer talks to. Single-node today; the cluster work
+/// puts Raft groups behind the same calls.
+///
+/// Thread-safety: every method may be called from any thread. Calls that wait (produce with
+/// `acks=all`, long-poll reads) never block the caller: they return at once and call `completion`
+/// later from a broker thread.
+public final class Broker: Sendable {
+    public let configuration: BrokerConfiguration
+    let logger: Logger
+    let fileSystem: any FileSystem
+    let nowMilliseconds: @Sendable () -> Int64
+
+    private let registry = Mutex<Registry>(Registry())
+    /// Serialises topic administration (create/alter/delete), which does file I/O.
+    private let adminLock = Mutex<Void>(())
+    private let flusherBox = Mutex<Flusher?>(nil)
+    private let parked = Atomic<Int>(0)
+    private let stickyCounter = Atomic<Int>(0)
+    private let isStopping = Atomic<Bool>(false)
+    private let retentionQueue = DispatchQueue(label: "petrel.retention")
+    public let metrics = BrokerMetrics()
+
+    struct Registry: Sendable {
+        var clusterID = ""
+        var topics: [TopicName: TopicEntry] = [:]
+        var isOpen = false
+    }
+
+    struct TopicEntry: Sendable {
+        var name: TopicName
+        var config: TopicConfig
+        var partitions: [Partition]
+        var createdMilliseconds: Int64
+        var stored: StoredTopic {
+            StoredTopic(name: name.rawValue, partitionCount: Int32(partitions.count), config: config, createdMilliseconds: createdMilliseconds)
+        }
+    }
+
+    public init(
+        configuration: BrokerConfiguration, fileSystem: any FileSystem = PosixFileSystem(),
+        logger: Logger = Logger(label: "petrel.broker"),
+        nowMilliseconds: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    ) {
+        self.configuration = configuration
+        self.fileSystem = fileSystem
+        self.logger = logger
+        self.nowMilliseconds = nowMilliseconds
+    }
+
+    var metadataStore: MetadataStore { MetadataStore(directory: configuration.dataDirectory) }
+    var topicsDirectory: String { configuration.dataDirectory + "/topics" }
+    func partitionDirectory(_ topic: TopicName, _ partition: PartitionID) -> String {
+        "\(topicsDirectory)/\(topic.rawValue)/\(partition.rawValue)"
+    }
+
+    // MARK: - lifecycle
+
+    /// Loads metadata, recovers every partition log, starts the flusher and the retention timer.
+    public func start() throws(BrokerError) {
+        do {
+            try FileManager.default.createDirectory(atPath: topicsDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw .storage("cannot create data directory \(configuration.dataDirectory): \(error)")
+        }
+        let stored = try metadataStore.load() ?? StoredMetadata(clusterID: UUID().uuidString.lowercased(), topics: [])
+        if (try? metadataStore.load()) == nil { try metadataStore.save(stored) }
+        var topics: [TopicName: TopicEntry] = [:]
+        for t in stored.topics {
+            guard let name = TopicName(t.name) else { throw .storage("meta.json holds an invalid topic name '\(t.name)'") }
+            var partitions: [Partition] = []
+            for p in 0..<t.partitionCount {
+                partitions.append(try openPartition(name, PartitionID(p), config: t.config))
+            }
+            topics[name] = TopicEntry(name: name, config: t.config, partitions: partitions, createdMilliseconds: t.createdMilliseconds)
+        }
+        removeOrphanDirectories(keeping: Set(topics.keys.map(\.rawValue)))
+        let flusher = Flusher { [weak self] partition, waiter in self?.serve(waiter, on: partition) }
+        flusher.start()
+        flusherBox.withLock { $0 = flusher }
+        registry.withLock {
+            $0.clusterID = stored.clusterID
+            $0.topics = topics
+            $0.isOpen = true
+        }
+        startRetentionTimer()
+        logger.info("broker started", metadata: ["data": "\(configuration.dataDirectory)", "topics": "\(topics.count)"])
+    }
+
+    /// Orderly stop: refuse new work, make every appended record durable and answer its producer,
+    /// answer every parked reader with what is there, close the logs. No acknowledged data is lost.
+    public func shutdown() {
+        guard !isStopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let partitions = registry.withLock { r -> [Partition] in
+            r.isOpen = false
+            return r.topics.values.flatMap(\.partitions)
+        }
+        let flusher = flusherBox.withLock { $0 }
+        for p in partitions { flusher?.flush(p) }
+        flusher?.stop()
+        for p in partitions { close(p, reason: .shuttingDown, delete: false) }
+        logger.info("broker stopped")
+    }
+
+    private func openPartition(_ topic: TopicName, _ id: PartitionID, config: TopicConfig) throws(BrokerError) -> Partition {
+        let directory = partitionDirectory(topic, id)
+        do {
+            let log = try PartitionLog.open(directory: directory, config: config.logConfig, fileSystem: fileSystem, nowMilliseconds: nowMilliseconds())
+            return Partition(topic: topic, id: id, log: log)
+        } catch {
+            throw .storage("cannot open log \(directory): \(error)")
+        }
+    }
+
+    /// Closes a partition: answers everyone waiting on it with `reason`, closes (or deletes) its log.
+    private func close(_ partition: Partition, reason: BrokerError, delete: Bool) {
+        let (acks, readers) = partition.state.withLock { s -> ([AckWaiter], [ReadWaiter]) in
+            if s.closedReason == nil || delete {
+                do {
+                    if delete { try s.log.delete() } else { try s.log.close() }
+                } catch {
+                    logger.error("closing \(partition.topicPartition) failed: \(error)")
+                }
+            }
+            s.closedReason = reason
+            defer {
+                s.ackWaiters.removeAll()
+                s.readWaiters.removeAll()
+            }
+            return (s.ackWaiters, s.readWaiters)
+        }
+        for a in acks { a.tracker.fail(reason) }
+        // Parked readers get an ordinary (empty) answer on shutdown: their wait simply ended.
+        for r in readers { serve(r, on: partition, closing: reason) }
+    }
+
+    private func removeOrphanDirectories(keeping names: Set<String>) {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: topicsDirectory) else { return }
+        for entry in entries where !names.contains(entry) {
+            // A topic whose deletion was recorded in meta.json but whose files were not yet removed.
+            logger.info("removing files of deleted topic", metadata: ["topic": "\(entry)"])
+            try? FileManager.default.removeItem(atPath: topicsDirectory + "/" + entry)
+        }
+    }
+
+    /// Runs retention every `retentionCheckIntervalMilliseconds` until shutdown (re-arming itself,
+    /// so nothing non-Sendable has to be stored to cancel it).
+    private func startRetentionTimer() {
+        let interval = Int(max(configuration.retentionCheckIntervalMilliseconds, 10))
+        retentionQueue.asyncAfter(deadline: .now() + .milliseconds(interval)) { [weak self] in
+            guard let self, !self.isStopping.load(ordering: .relaxed) else { return }
+            self.enforceRetention()
+            self.startRetentionTimer()
+        }
+    }
+
+    /// Deletes old segments of every partition by `retention.ms` / `retention.bytes`.
+    public func enforceRetention() {
+        let partitions = registry.withLock { $0.topics.values.flatMap(\.partitions) }
+        let now = nowMilliseconds()
+        for p in partitions {
+            p.state.withLock { s in
+                guard s.closedReason == nil else { return }
+                do {
+                    let deleted = try s.log.enforceRetention(nowMilliseconds: now)
+                    if deleted > 0 {
+                        logger.info("retention deleted segments", metadata: ["partition": "\(p.topicPartition)", "segments": "\(deleted)", "log_start_offset": "\(s.log.logStartOffset)"])
+                    }
+                } catch {
+                    logger.error("retention on \(p.topicPartition) failed: \(error)")
+                }
+            }
+        }
+    }
+
+    // MARK: - lookups
+
+    private func entry(_ topic: TopicName) throws(BrokerError) -> TopicEntry {
+        let result = registry.withLock { r -> Result<TopicEntry, BrokerError> in
+            guard r.isOpen else { return .failure(.shuttingDown) }
+            guard let e = r.topics[topic] else { return .failure(.unknownTopic(topic.rawValue)) }
+            return .success(e)
+        }
+        return try result.get()
+    }
+
+    private func partition(_ topic: TopicName, _ id: PartitionID) throws(BrokerError) -> Partition {
+        let e = try entry(topic)
+        guard id.rawValue >= 0 && Int(id.rawValue) < e.partitions.count else {
+            throw .unknownPartition(topic: topic.rawValue, partition: id.rawValue, partitionCount: Int32(e.partitions.count))
+        }
+        return e.partitions[Int(id.rawValue)]
+    }
+
+    public var clusterID: String { registry.withLock { $0.clusterID } }
+
+    // MARK: - topic administration
+
+    public func createTopic(name: TopicName, partitions: Int32, replicationFactor: Int?, configs: [(String, String)]) throws(BrokerError) -> TopicDescription {
+        if name.isInternal { throw .invalidTopicName("topic names starting with '__' are reserved for internal topics") }
+        guard partitions >= 1 && partitions <= configuration.limits.partitionsPerTopicMax else {
+            throw .invalidConfig("partitions must be in 1...\(configuration.limits.partitionsPerTopicMax), got \(partitions)")
+        }
+        if let replicationFactor, replicationFactor != 1 {
+            throw .invalidConfig("replication_factor must be 1 on a single-node broker (1 broker available), got \(replicationFactor)")
+        }
+        let config = try configuration.topicDefaults.applying(configs)
+        let result: Result<Void, BrokerError> = adminLock.withLock { _ in
+            do throws(BrokerError) {
+                let (exists, topicCount, partitionCount) = registry.withLock { r in
+                    (r.topics[name] != nil, r.topics.count, r.topics.values.reduce(0) { $0 + $1.partitions.count })
+                }
+                if exists { throw .topicExists(name.rawValue) }
+                if topicCount >= configuration.limits.topicsMax { throw .overloaded("this broker already holds \(topicCount) topics (the limit)") }
+                if partitionCount + Int(partitions) > configuration.limits.partitionsMax {
+                    throw .overloaded("this broker holds \(partitionCount) partitions; \(partitions) more would pass the limit of \(configuration.limits.partitionsMax)")
+                }
+                // Files first, then the metadata: a crash in between leaves only orphan directories,
+                // which start-up removes.
+                try? FileManager.default.removeItem(atPath: "\(topicsDirectory)/\(name.rawValue)")
+                var opened: [Partition] = []
+                for p in 0..<partitions { opened.append(try openPartition(name, PartitionID(p), config: config)) }
+                let entry = TopicEntry(name: name, config: config, partitions: opened, createdMilliseconds: nowMilliseconds())
+                try persist { $0.topics[name] = entry }
+                logger.info("topic created", metadata: ["topic": "\(name)", "partitions": "\(partitions)"])
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try result.get()
+        return try describeTopic(name)
+    }
+
+    /// Applies `change` to a copy of the registry, writes meta.json, then installs the copy.
+    /// Caller holds `adminLock`.
+    private func persist(_ change: (inout Registry) -> Void) throws(BrokerError) {
+        var copy = registry.withLock { r in Registry(clusterID: r.clusterID, topics: r.topics, isOpen: r.isOpen) }
+        guard copy.isOpen else { throw .shuttingDown }
+        change(&copy)
+        let stored = StoredMetadata(clusterID: copy.clusterID, topics: copy.topics.values.map(\.stored).sorted { $0.name < $1.name })
+        try metadataStore.save(stored)
+        let topics = copy.topics
+        registry.withLock { $0.topics = topics }
+    }
+
+    public func listTopics(includeInternal: Bool = false) -> [TopicName] {
+        registry.withLock { r in r.topics.keys.filter { includeInternal || !$0.isInternal }.sorted() }
+    }
+
+    public func describeTopic(_ name: TopicName) throws(BrokerError) -> TopicDescription {
+        let e = try entry(name)
+        let node = configuration.nodeID
+        let partitions = e.partitions.map { p in
+            p.state.withLock { s in
+                PartitionDescription(
+                    partition: p.id, leader: node, replicas: [node], inSyncReplicas: s.closedReason == nil ? [node] : [],
+                    offsets: s.offsets, sizeBytes: s.closedReason == nil ? s.log.sizeBytes : 0,
+                    segmentCount: s.closedReason == nil ? s.log.segmentCount : 0)
+            }
+        }
+        return TopicDescription(name: name, partitions: partitions, replicationFactor: 1, config: e.config, isInternal: name.isInternal)
+    }
+
+    /// Changes configs and/or grows the partition count (never shrinks: keyed records would move).
+    public func alterTopic(_ name: TopicName, configs: [(String, String)], partitions newCount: Int32?) throws(BrokerError) -> TopicDescription {
+        let result: Result<Void, BrokerError> = adminLock.withLock { _ in
+            do throws(BrokerError) {
+                var e = try entry(name)
+                let config = try e.config.applying(configs)
+                if let newCount {
+                    guard newCount >= e.partitions.count else {
+                        throw .invalidConfig("partitions can only grow: topic '\(name)' has \(e.partitions.count), asked for \(newCount)")
+                    }
+                    guard newCount <= configuration.limits.partitionsPerTopicMax else {
+                        throw .invalidConfig("partitions must be at most \(configuration.limits.partitionsPerTopicMax), got \(newCount)")
+                    }
+                    let total = registry.withLock { $0.topics.values.reduce(0) { $0 + $1.partitions.count } }
+                    if total + Int(newCount) - e.partitions.count > configuration.limits.partitionsMax {
+                        throw .overloaded("growing '\(name)' to \(newCount) partitions would pass the broker's limit of \(configuration.limits.partitionsMax)")
+                    }
+                    for p in Int32(e.partitions.count)..<newCount {
+                        e.partitions.append(try openPartition(name, PartitionID(p), config: config))
+                    }
+                }
+                if config != e.config {
+                    e.config = config
+                    for p in e.partitions { p.state.withLock { $0.log.config = config.logConfig } }
+                }
+                let updated = e
+                try persist { $0.topics[name] = updated }
+                logger.info("topic altered", metadata: ["topic": "\(name)", "partitions": "\(e.partitions.count)"])
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try result.get()
+        return try describeTopic(name)
+    }
+
+    /// Deletes the topic and its data. Waiting producers and readers get 404.
+    public func deleteTopic(_ name: TopicName) throws(BrokerError) {
+        if name.isInternal { throw .invalidTopicName("internal topics cannot be deleted") }
+        let result: Result<[Partition], BrokerError> = adminLock.withLock { _ in
+            do throws(BrokerError) {
+                let e = try entry(name)
+                try persist { $0.topics[name] = nil }
+                return .success(e.partitions)
+            } catch {
+                return .failure(error)
+            }
+        }
+        let partitions = try result.get()
+        for p in partitions { close(p, reason: .unknownTopic(name.rawValue), delete: true) }
+        try? FileManager.default.removeItem(atPath: "\(topicsDirectory)/\(name.rawValue)")
+        logger.info("topic deleted", metadata: ["topic": "\(name)"])
+    }
+
+    // MARK: - produce
+
+    /// Appends `records` to `topic`. Records with an explicit partition go there; keyed records go
+    /// to murmur2(key) mod partitions (Kafka's default partitioner); the rest of the request goes to
+    /// one partition chosen round-robin per request (Kafka's sticky partitioner, one batch per request).
+    /// `completion` runs once: at once for acks=0/1, after the fsync for acks=all.
+    public func produce(
+        topic: TopicName, records: [ProduceRecord], acks: Acks,
+        completion: @escaping @Sendable (Result<[RecordPlacement], BrokerError>) -> Void
+    ) {
+        do throws(BrokerError) {
+            guard !isStopping.load(ordering: .relaxed) else { throw .shuttingDown }
+            guard !records.isEmpty else { throw .badRequest("a produce request needs at least one record") }
+            guard records.count <= configuration.limits.produceRecordsMax else {
+                throw .payloadTooLarge("\(records.count) records in one request; at most \(configuration.limits.produceRecordsMax) are allowed")
+            }
+            let e = try entry(topic)
+            let partitionCount = Int32(e.partitions.count)
+            let sticky = PartitionID(Int32(stickyCounter.wrappingAdd(1, ordering: .relaxed).oldValue & 0x3fff_ffff) % partitionCount)
+            let now = nowMilliseconds()
+
+            // Group the records by partition, keeping request order inside each partition.
+            var byPartition: [Int32: [(index: Int, record: Record)]] = [:]
+            for (index, r) in records.enumerated() {
+                let p: PartitionID
+                if let explicit = r.partition {
+                    guard explicit.rawValue >= 0 && explicit.rawValue < partitionCount else {
+                        throw .unknownPartition(topic: topic.rawValue, partition: explicit.rawValue, partitionCount: partitionCount)
+                    }
+                    p = explicit
+                } else if let key = r.key {
+                    p = Murmur2.partition(forKey: key, partitionCount: partitionCount)
+                } else {
+                    p = sticky
+                }
+                let record = Record(key: r.key, value: r.value, headers: r.headers, timestamp: r.timestamp ?? now)
+                if record.approximateSizeBytes + RecordBatch.headerBytes > e.config.maxMessageBytes {
+                    throw .payloadTooLarge("record \(index) is about \(record.approximateSizeBytes) bytes; topic '\(topic)' accepts at most \(e.config.maxMessageBytes) (max.message.bytes)")
+                }
+                byPartition[p.rawValue, default: []].append((index, record))
+            }
+
+            var placements = [RecordPlacement](repeating: RecordPlacement(partition: PartitionID(0), offset: nil, timestamp: 0), count: records.count)
+            var lastOffsets: [(Partition, Offset)] = []
+            for (p, items) in byPartition.sorted(by: { $0.key < $1.key }) {
+                let partition = e.partitions[Int(p)]
+                let assigned = try append(items.map(\.record), to: partition, maxBatchBytes: e.config.maxMessageBytes, now: now)
+                for (k, item) in items.enumerated() {
+                    placements[item.index] = RecordPlacement(partition: partition.id, offset: acks == .none ? nil : assigned[k], timestamp: item.record.timestamp)
+                }
+                if let last = assigned.last { lastOffsets.append((partition, last)) }
+            }
+            metrics.recordsProduced.wrappingAdd(records.count, ordering: .relaxed)
+            if acks != .all {
+                completion(.success(placements))
+                return
+            }
+            // acks=all: park until every touched partition's high watermark passes its last offset.
+            guard parked.wrappingAdd(1, ordering: .relaxed).newValue <= configuration.limits.parkedRequestsMax else {
+                parked.wrappingSubtract(1, ordering: .relaxed)
+                // The records are appended and will be flushed; the client only loses its wait.
+                throw .overloaded("too many requests are waiting (\(configuration.limits.parkedRequestsMax)); the records were appended but durability was not awaited — retry with an Idempotency-Key, or use acks=1")
+            }
+            let tracker = ProduceTracker(partitions: lastOffsets.count, placements: placements, onFinish: { [self] in self.parked.wrappingSubtract(1, ordering: .relaxed) }, completion: completion)
+            for (partition, last) in lastOffsets {
+                let state = partition.state.withLock { s -> Result<Bool, BrokerError> in
+                    if let reason = s.closedReason { return .failure(reason) }
+                    if last < s.highWatermark { return .success(true) }
+                    s.ackWaiters.append(AckWaiter(lastOffset: last, tracker: tracker))
+                    return .success(false)
+                }
+                switch state {
+                case .failure(let error): tracker.fail(error)
+                case .success(true): tracker.partitionDurable()
+                case .success(false): break
+                }
+            }
+        } catch {
+            completion(.failure(error))
+        }
+    }
+
+    /// Appends records to one partition as one or more batches (split at `maxBatchBytes`) and queues
+    /// the partition for group commit. Returns each record's offset.
+    private func append(_ records: [Record], to partition: Partition, maxBatchBytes: Int, now: Int64) throws(BrokerError) -> [Offset] {
+        // Encode outside the lock: only the offset stamping and the write happen under it.
+        var batches: [RecordBatch] = []
+        var current: [Record] = []
+        var currentBytes = RecordBatch.headerBytes
+        for r in records {
+            let size = r.approximateSizeBytes
+            if !current.isEmpty && currentBytes + size > maxBatchBytes {
+                batches.append(RecordBatch.encode(records: current))
+                current.removeAll(keepingCapacity: true)
+                currentBytes = RecordBatch.headerBytes
+            }
+            current.append(r)
+            currentBytes += size
+        }
+        if !current.isEmpty { batches.append(RecordBatch.encode(records: current)) }
+
+        let result = partition.state.withLock { s -> Result<([Offset], Bool), BrokerError> in
+            if let reason = s.closedReason { return .failure(reason) }
+            var offsets: [Offset] = []
+            offsets.reserveCapacity(records.count)
+            for batch in batches {
+                do {
+                    let (first, last) = try s.log.append(batch, nowMilliseconds: now)
+                    var o = first
+                    while o <= last {
+                        offsets.append(o)
+                        o = o + 1
+                    }
+                } catch {
+                    return .failure(.storage("append to \(partition.topicPartition) failed: \(error)"))
+                }
+            }
+            let enqueue = !s.isQueuedForFlush
+            s.isQueuedForFlush = true
+            return .success((offsets, enqueue))
+        }
+        let (offsets, enqueue) = try result.get()
+        if enqueue { flusherBox.withLock { $0 }?.enqueue(partition) }
+        return offsets
+    }
+
+    // MARK: - read
+
+    /// Reads records from one partition. With `waitMilliseconds > 0` and nothing to return yet, the
+    /// request parks until a record is committed or the wait ends. `completion` runs exactly once.
+    public func read(_ request: ReadRequest, completion: @escaping @Sendable (Result<ReadResult, BrokerError>) -> Void) {
+        do throws(BrokerError) {
+            let p = try partition(request.topic, request.partition)
+            let limits = configuration.limits
+            let maxRecords = min(max(request.maxRecords, 1), limits.readRecordsMax)
+            let maxBytes = min(max(request.maxBytes, 1), limits.readBytesMax)
+            let wait = min(max(request.waitMilliseconds, 0), limits.waitMillisecondsMax)
+            var normalized = request
+            normalized.maxRecords = maxRecords
+            normalized.maxBytes = maxBytes
+            normalized.waitMilliseconds = wait
+
+            enum Outcome { case answer(ReadResult), park(Offset) }
+            let outcome = p.state.withLock { s -> Result<Outcome, BrokerError> in
+                do throws(BrokerError) {
+                    if let reason = s.closedReason { throw reason }
+                    let from: Offset
+                    switch request.offset {
+                    case .earliest: from = s.log.logStartOffset
+                    case .latest: from = s.highWatermark
+                    case .exact(let o):
+                        guard o >= s.log.logStartOffset && o <= s.log.logEndOffset else {
+                            throw .offsetOutOfRange(requested: o.rawValue, logStart: s.log.logStartOffset.rawValue, logEnd: s.log.logEndOffset.rawValue)
+                        }
+                        from = o
+                    }
+                    if from < s.highWatermark || wait == 0 {
+                        return .success(.answer(try s.read(from: from, maxRecords: maxRecords, maxBytes: maxBytes, topic: p.topic, partition: p.id)))
+                    }
+                    return .success(.park(from))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            switch try outcome.get() {
+            case .answer(let result):
+                count(result)
+                completion(.success(result))
+            case .park(let from):
+                try park(normalized, from: from, on: p, completion: completion)
+            }
+        } catch {
+            completion(.failure(error))
+        }
+    }
+
+    private func park(_ request: ReadRequest, from: Offset, on partition: Partition, completion: @escaping @Sendable (Result<ReadResult, BrokerError>) -> Void) throws(BrokerError) {
+        guard parked.wrappingAdd(1, ordering: .relaxed).newValue <= configuration.limits.parkedRequestsMax else {
+            parked.wrappingSubtract(1, ordering: .relaxed)
+            throw .overloaded("too many requests are waiting (\(configuration.limits.parkedRequestsMax)); retry later or with a shorter wait_ms")
+        }
+        let waiter = ReadWaiter(request: request, from: from) { [self] result in
+            self.parked.wrappingSubtract(1, ordering: .relaxed)
+            completion(result)
+        }
+        // Register, then re-check: a commit between the first check and the registration must not be missed.
+        let alreadyThere = partition.state.withLock { s -> Bool in
+            if s.closedReason != nil || from < s.highWatermark { return true }
+            s.readWaiters.append(waiter)
+            return false
+        }
+        if alreadyThere {
+            serve(waiter, on: partition)
+            return
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(request.waitMilliseconds)) { [weak self, weak partition] in
+            guard let partition else {
+                waiter.claim()?(.failure(.unknownTopic(request.topic.rawValue)))
+                return
+            }
+            partition.state.withLock { s in s.readWaiters.removeAll { $0 === waiter } }
+            if let self { self.serve(waiter, on: partition) } else { waiter.claim()?(.failure(.shuttingDown)) }
+        }
+    }
+
+    /// Answers a parked reader with whatever is readable now (possibly nothing).
+    func serve(_ waiter: ReadWaiter, on partition: Partition, closing: BrokerError? = nil) {
+        guard let completion = waiter.claim() else { return }
+        let r = waiter.request
+        let result = partition.state.withLock { s -> Result<ReadResult, BrokerError> in
+            if let reason = closing ?? s.closedReason {
+                if case .shuttingDown = reason {
+                    // An ended wait, not an error: the reader retries elsewhere or after restart.
+                    return .success(ReadResult(topic: r.topic, partition: r.partition, batches: [], fromOffset: waiter.from, nextOffset: waiter.from,
+                                               highWatermark: s.highWatermark, logStartOffset: s.log.logStartOffset, logEndOffset: s.log.logEndOffset))
+                }
+                return .failure(reason)
+            }
+            do throws(BrokerError) {
+                let from = max(waiter.from, s.log.logStartOffset)
+                return .success(try s.read(from: from, maxRecords: r.maxRecords, maxBytes: r.maxBytes, topic: r.topic, partition: r.partition))
+            } catch {
+                return .failure(error)
+            }
+        }
+        if case .success(let read) = result { count(read) }
+        completion(result)
+    }
+
+    private func count(_ result: ReadResult) {
+        metrics.recordsRead.wrappingAdd(Int(result.nextOffset - result.fromOffset), ordering: .relaxed)
+    }
+
+    // MARK: - offsets and cluster
+
+    public func offsets(topic: TopicName, partition id: PartitionID) throws(BrokerError) -> PartitionOffsets {
+        let p = try partition(topic, id)
+        let r = p.state.withLock { s -> Result<PartitionOffsets, BrokerError> in
+            if let reason = s.closedReason { return .failure(reason) }
+            return .success(s.offsets)
+        }
+        return try r.get()
+    }
+
+    /// The earliest offset whose timestamp is at or after `timestamp` (Kafka's ListOffsets), or nil.
+    public func offset(topic: TopicName, partition id: PartitionID, forTimestamp timestamp: Int64) throws(BrokerError) -> Offset? {
+        let p = try partition(topic, id)
+        let r = p.state.withLock { s -> Result<Offset?, BrokerError> in
+            if let reason = s.closedReason { return .failure(reason) }
+            do {
+                guard let o = try s.log.offset(forTimestamp: timestamp) else { return .success(nil) }
+                // Not yet committed records are not visible.
+                return .success(o < s.highWatermark ? max(o, s.log.logStartOffset) : nil)
+            } catch {
+                return .failure(.storage("timestamp lookup on \(p.topicPartition) failed: \(error)"))
+            }
+        }
+        return try r.get()
+    }
+
+    public func describeCluster() -> ClusterDescription {
+        let (clusterID, topics, partitions) = registry.withLock { r in
+            (r.clusterID, r.topics.count, r.topics.values.reduce(0) { $0 + $1.partitions.count })
+        }
+        let me = BrokerInfo(id: configuration.nodeID, host: configuration.advertisedHost, port: configuration.advertisedPort, rack: nil, isAlive: true)
+        return ClusterDescription(clusterID: clusterID, controller: configuration.nodeID, brokers: [me], version: configuration.version, topicCount: topics, partitionCount: partitions)
+    }
+
+    public var isReady: Bool { registry.withLock { $0.isOpen } && !isStopping.load(ordering: .relaxed) }
+    public var parkedRequests: Int { parked.load(ordering: .relaxed) }
+}
+
+/// Counters exported on `/metrics`.
+public final class BrokerMetrics: Sendable {
+    public let recordsProduced = Atomic<Int>(0)
+    public let recordsRead = Atomic<Int>(0)
+    public init() {}
+}

@@ -1,0 +1,103 @@
+import BrokerModel
+import Dispatch
+import Foundation
+import LogStorage
+import Synchronization
+
+/// Group commit. One thread fsyncs every partition that has unflushed appends; appends that arrive
+/// while an fsync runs are covered by the next one, so a burst of producers shares a few fsyncs
+/// instead of paying one each. After each fsync the partition's high watermark advances, waiting
+/// `acks=all` producers are answered and parked readers are woken.
+final class Flusher: Sendable {
+    private let queue = Mutex<[Partition]>([])
+    private let wakeup = DispatchSemaphore(value: 0)
+    private let stopping = Atomic<Bool>(false)
+    private let stopped = DispatchSemaphore(value: 0)
+    let serveWaiter: @Sendable (Partition, ReadWaiter) -> Void
+
+    init(serveWaiter: @escaping @Sendable (Partition, ReadWaiter) -> Void) {
+        self.serveWaiter = serveWaiter
+    }
+
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "petrel-flusher"
+        thread.start()
+    }
+
+    /// Queues `partition` for an fsync. Call only when the caller flipped `isQueuedForFlush` from
+    /// false to true under the partition lock, so each partition sits in the queue at most once.
+    func enqueue(_ partition: Partition) {
+        queue.withLock { $0.append(partition) }
+        wakeup.signal()
+    }
+
+    /// Stops the thread after it drained the queue.
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        wakeup.signal()
+        stopped.wait()
+    }
+
+    private func run() {
+        while true {
+            wakeup.wait()
+            let batch = queue.withLock { q -> [Partition] in
+                defer { q.removeAll(keepingCapacity: true) }
+                return q
+            }
+            for partition in batch { flush(partition) }
+            if stopping.load(ordering: .acquiring) && queue.withLock({ $0.isEmpty }) { break }
+        }
+        stopped.signal()
+    }
+
+    /// Fsyncs one partition (lock released during the fsync) and wakes whoever waited for it.
+    func flush(_ partition: Partition) {
+        let pending = partition.state.withLock { s -> PendingFlush? in
+            s.isQueuedForFlush = false
+            guard s.closedReason == nil else { return nil }
+            return s.log.beginFlush()
+        }
+        guard let pending else { return }
+        var failure: BrokerError?
+        do { try pending.perform() } catch { failure = .storage("fsync of \(partition.topicPartition) failed: \(error)") }
+
+        let (acks, readers, error) = partition.state.withLock { s -> ([AckWaiter], [ReadWaiter], BrokerError?) in
+            if let failure {
+                // A failed fsync leaves the file's durable content unknown: stop serving this
+                // partition rather than acknowledge anything more (Kafka marks the log dir offline).
+                s.closedReason = failure
+                let acks = s.ackWaiters
+                let readers = s.readWaiters
+                s.ackWaiters.removeAll()
+                s.readWaiters.removeAll()
+                return (acks, readers, failure)
+            }
+            s.log.completeFlush(pending)
+            let newHighWatermark = s.log.flushedOffset
+            guard newHighWatermark > s.highWatermark else { return ([], [], nil) }
+            s.highWatermark = newHighWatermark
+            var done = 0
+            while done < s.ackWaiters.count && s.ackWaiters[done].lastOffset < newHighWatermark { done += 1 }
+            let acks = Array(s.ackWaiters[0..<done])
+            s.ackWaiters.removeFirst(done)
+            var readers: [ReadWaiter] = []
+            s.readWaiters.removeAll { w in
+                if w.from < newHighWatermark {
+                    readers.append(w)
+                    return true
+                }
+                return false
+            }
+            return (acks, readers, nil)
+        }
+        if let error {
+            for a in acks { a.tracker.fail(error) }
+            for r in readers { r.claim()?(.failure(error)) }
+            return
+        }
+        for a in acks { a.tracker.partitionDurable() }
+        for r in readers { serveWaiter(partition, r) }
+    }
+}

@@ -1,0 +1,154 @@
+import BrokerModel
+import LogStorage
+import Synchronization
+
+/// One partition on this broker: its log, its high watermark, and the requests waiting on it.
+///
+/// Thread-safety: everything mutable sits in `state` behind a `Mutex`. HTTP threads append and
+/// read under it; the flusher fsyncs *outside* it (see `Flusher`) so appends continue during an
+/// fsync. Completions (answering HTTP requests) always run after the lock is released
+/// (STYLE.md #4: mutate under the lock, act outside it).
+final class Partition: Sendable {
+    let topic: TopicName
+    let id: PartitionID
+    let state: Mutex<PartitionState>
+
+    init(topic: TopicName, id: PartitionID, log: sending PartitionLog) {
+        self.topic = topic
+        self.id = id
+        let highWatermark = log.flushedOffset
+        state = Mutex(PartitionState(log: log, highWatermark: highWatermark))
+    }
+
+    var topicPartition: TopicPartition { TopicPartition(topic, id) }
+}
+
+struct PartitionState: ~Copyable {
+    var log: PartitionLog
+    /// Offsets below it are durable and visible to readers (single node: the fsynced offset;
+    /// in a cluster: the Raft commit offset).
+    var highWatermark: Offset
+    /// acks=all producers waiting for the high watermark to pass their last offset, in offset order.
+    var ackWaiters: [AckWaiter] = []
+    /// Long-poll readers waiting for the high watermark to pass their offset.
+    var readWaiters: [ReadWaiter] = []
+    /// True while the partition sits in the flusher's queue (so it is queued once, not per append).
+    var isQueuedForFlush = false
+    /// Set when the partition is closed (topic deleted, broker stopping, or a failed fsync):
+    /// every later request gets this error.
+    var closedReason: BrokerError?
+
+    init(log: PartitionLog, highWatermark: Offset) {
+        self.log = log
+        self.highWatermark = highWatermark
+    }
+
+    var offsets: PartitionOffsets {
+        PartitionOffsets(logStartOffset: log.logStartOffset, highWatermark: highWatermark, logEndOffset: log.logEndOffset)
+    }
+
+    /// Reads up to the high watermark. `from` must already be validated against the log range.
+    func read(from: Offset, maxRecords: Int, maxBytes: Int, topic: TopicName, partition: PartitionID) throws(BrokerError) -> ReadResult {
+        var batches: [RecordBatch] = []
+        if from < highWatermark {
+            do {
+                batches = try log.read(from: from, maxBytes: maxBytes, upTo: highWatermark)
+            } catch {
+                throw .storage("reading \(topic)-\(partition) at offset \(from): \(error)")
+            }
+        }
+        // Walk the batches to find where the answer ends: after maxRecords data records, or at the
+        // end of the last batch. Offsets inside a batch are contiguous (no compaction yet), so this
+        // needs no decoding.
+        var next = from
+        var remaining = maxRecords
+        var kept: [RecordBatch] = []
+        for batch in batches {
+            if remaining == 0 { break }
+            if batch.lastOffset < from { continue }
+            kept.append(batch)
+            if batch.isControl {
+                next = batch.nextOffset
+                continue
+            }
+            let start = max(from, batch.baseOffset)
+            let available = batch.lastOffset - start + 1
+            let taken = min(Int64(remaining), available)
+            remaining -= Int(taken)
+            next = start + taken
+        }
+        return ReadResult(
+            topic: topic, partition: partition, batches: kept, fromOffset: from, nextOffset: max(next, from),
+            highWatermark: highWatermark, logStartOffset: log.logStartOffset, logEndOffset: log.logEndOffset)
+    }
+}
+
+/// The completion of one produce request that spans one or more partitions. It answers once every
+/// partition it wrote to has made its records durable, or once any of them failed.
+final class ProduceTracker: Sendable {
+    private struct State {
+        var remaining: Int
+        var completion: (@Sendable (Result<[RecordPlacement], BrokerError>) -> Void)?
+    }
+    private let state: Mutex<State>
+    let placements: [RecordPlacement]
+    let onFinish: @Sendable () -> Void
+
+    init(partitions: Int, placements: [RecordPlacement], onFinish: @escaping @Sendable () -> Void,
+         completion: @escaping @Sendable (Result<[RecordPlacement], BrokerError>) -> Void) {
+        self.placements = placements
+        self.onFinish = onFinish
+        state = Mutex(State(remaining: partitions, completion: completion))
+    }
+
+    func partitionDurable() {
+        let done = state.withLock { s -> (@Sendable (Result<[RecordPlacement], BrokerError>) -> Void)? in
+            s.remaining -= 1
+            guard s.remaining == 0, let c = s.completion else { return nil }
+            s.completion = nil
+            return c
+        }
+        if let done {
+            onFinish()
+            done(.success(placements))
+        }
+    }
+
+    func fail(_ error: BrokerError) {
+        let done = state.withLock { s -> (@Sendable (Result<[RecordPlacement], BrokerError>) -> Void)? in
+            defer { s.completion = nil }
+            return s.completion
+        }
+        if let done {
+            onFinish()
+            done(.failure(error))
+        }
+    }
+}
+
+struct AckWaiter {
+    var lastOffset: Offset
+    var tracker: ProduceTracker
+}
+
+/// A parked long-poll read. Answered exactly once: by new data, by its deadline, or by shutdown,
+/// whichever claims it first.
+final class ReadWaiter: Sendable {
+    let request: ReadRequest
+    let from: Offset
+    private let completion: Mutex<(@Sendable (Result<ReadResult, BrokerError>) -> Void)?>
+
+    init(request: ReadRequest, from: Offset, completion: @escaping @Sendable (Result<ReadResult, BrokerError>) -> Void) {
+        self.request = request
+        self.from = from
+        self.completion = Mutex(completion)
+    }
+
+    /// Takes the completion; nil if someone else already answered.
+    func claim() -> (@Sendable (Result<ReadResult, BrokerError>) -> Void)? {
+        completion.withLock { c in
+            defer { c = nil }
+            return c
+        }
+    }
+}

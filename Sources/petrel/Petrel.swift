@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct Petrel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "petrel",
+        abstract: "Petrel: a Kafka-class event broker whose whole interface is HTTP.",
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self
+    )
+}
