@@ -84,6 +84,18 @@ public struct ReadResult: Sendable {
     public var logStartOffset: Offset
     public var logEndOffset: Offset
 
+    public init(topic: TopicName, partition: PartitionID, batches: [RecordBatch], fromOffset: Offset, nextOffset: Offset,
+                highWatermark: Offset, logStartOffset: Offset, logEndOffset: Offset) {
+        self.topic = topic
+        self.partition = partition
+        self.batches = batches
+        self.fromOffset = fromOffset
+        self.nextOffset = nextOffset
+        self.highWatermark = highWatermark
+        self.logStartOffset = logStartOffset
+        self.logEndOffset = logEndOffset
+    }
+
     /// Calls `body` for each data record in `[fromOffset, nextOffset)`, skipping control batches.
     public func forEachRecord(_ body: (StoredRecord) throws(DecodeError) -> Void) throws(DecodeError) {
         for batch in batches where !batch.isControl {
