@@ -16,6 +16,7 @@ let package = Package(
     products: [
         .executable(name: "petrel", targets: ["petrel"]),
         .executable(name: "petrel-raft-sim", targets: ["petrel-raft-sim"]),
+        .executable(name: "petrel-bench", targets: ["petrel-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -57,6 +58,11 @@ let package = Package(
         .executableTarget(
             name: "petrel-raft-sim",
             dependencies: ["BrokerTesting", "Consensus", "BrokerModel"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "petrel-bench",
+            dependencies: ["CMicroHTTPD", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "BrokerModelTests", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),

@@ -1,0 +1,1 @@
+print("petrel-bench: not yet")
