@@ -1,0 +1,99 @@
+import CMicroHTTPD
+import Synchronization
+
+/// A libmicrohttpd connection handle. `OpaquePointer` is not Sendable; this wrapper is, because the
+/// handle is only used under the rules of ``RequestContext`` (resume from any thread is allowed by MHD).
+struct ConnectionHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+/// Where one request stands. Transitions (all under ``RequestContext/state``):
+///
+///     receiving ─▶ handling ─┬─ respond() ─▶ respondedWhileHandling ─(handler returns)─▶ sent
+///                            └─(handler returns)─▶ suspended ─ respond() ─▶ resumed ─(MHD re-enters)─▶ sent
+///     any ─▶ answeredByServer (413, 503 at shutdown...)      any ─▶ completed (MHD is done with it)
+///
+/// A streaming response or a WebSocket upgrade would add cases after `handling` (e.g. `streaming(...)`),
+/// without touching the ones above.
+enum RequestPhase {
+    case receiving
+    case handling
+    case respondedWhileHandling(HTTPResponse)
+    case suspended
+    case resumed(HTTPResponse)
+    case sent
+    case answeredByServer
+    case completed
+}
+
+/// Per-request state, retained in MHD's `con_cls` from the first call of the access handler and released
+/// in `MHD_OPTION_NOTIFY_COMPLETED`. Also kept alive by the ``Responder`` the application holds.
+///
+/// `@unchecked Sendable`: `phase` is guarded by its Mutex; `body`, `bodyBytesSeen` and `isBodyTooLarge`
+/// are touched only from the access handler, which MHD calls for one connection at a time.
+final class RequestContext: @unchecked Sendable {
+    let connection: ConnectionHandle
+    let core: ServerCore
+    let phase = Mutex<RequestPhase>(.receiving)
+    var body: [UInt8] = []
+    var bodyBytesSeen = 0
+    var isBodyTooLarge = false
+
+    init(connection: ConnectionHandle, core: ServerCore) {
+        self.connection = connection
+        self.core = core
+    }
+
+    var identifier: ObjectIdentifier { ObjectIdentifier(self) }
+
+    enum RespondOutcome { case willBeSent, resumeConnection, ignored(duplicate: Bool) }
+
+    /// The once-only transition behind ``Responder/respond(_:)``; `fromServer` marks the shutdown sweep,
+    /// which must not count as a duplicate if the application answers at the same moment.
+    func respond(_ response: HTTPResponse, fromServer: Bool) {
+        let outcome: RespondOutcome = phase.withLock { phase in
+            switch phase {
+            case .handling:
+                phase = .respondedWhileHandling(response)
+                return .willBeSent
+            case .suspended:
+                phase = .resumed(response)
+                return .resumeConnection
+            case .answeredByServer, .completed:
+                // The server answered already (shutdown, client gone): a late answer is expected.
+                return .ignored(duplicate: false)
+            case .receiving:
+                preconditionFailure("respond() before the handler was called")
+            case .respondedWhileHandling, .resumed, .sent:
+                return .ignored(duplicate: !fromServer)
+            }
+        }
+        switch outcome {
+        case .willBeSent: break
+        case .resumeConnection:
+            // Safe from any thread: MHD was suspended (under the lock) before `.suspended` was visible,
+            // and a suspended connection cannot complete, so the handle is alive.
+            MHD_resume_connection(connection.pointer)
+        case .ignored(let duplicate):
+            if duplicate { core.duplicateResponseCount.add(1, ordering: .relaxed) }
+        }
+    }
+}
+
+/// Answers one request, once. ``respond(_:)`` may be called synchronously inside the handler or later from
+/// any thread. If the handler returns without answering, the connection is suspended (no thread waits)
+/// and resumed by ``respond(_:)``. A second call is ignored and counted in
+/// ``HTTPServer/duplicateResponseCount``. Calls after the server answered the request itself (503 at
+/// shutdown) or after the client went away are ignored silently.
+public final class Responder: Sendable {
+    let context: RequestContext
+
+    init(context: RequestContext) {
+        self.context = context
+    }
+
+    public func respond(_ response: HTTPResponse) {
+        precondition((100...999).contains(response.status), "HTTP status out of range: \(response.status)")
+        context.respond(response, fromServer: false)
+    }
+}
