@@ -136,14 +136,17 @@ public final class HTTPServer: Sendable {
 
         let leftovers = core.shared.withLock { Array($0.parked.values) }
         let unavailable = core.errorResponse(503, "server shutting down", close: true)
-        for context in leftovers { context.respond(unavailable, fromServer: true) }
+        for context in leftovers { context.respond(.full(unavailable), fromServer: true) }
+        // Open streams end now (their readers see end-of-stream instead of suspending again).
+        for stream in core.shared.withLock({ Array($0.streams.values) }) { stream.finish() }
 
         // Wait for MHD's threads to pick up the resumed connections: MHD_stop_daemon panics on any
         // connection still suspended. Bounded: a daemon that never drains is leaked rather than aborting.
         let drainDeadline = Self.now() + 10
-        while suspendedCount > 0 && Self.now() < drainDeadline { usleep(1_000) }
-        guard suspendedCount == 0 else {
-            core.configuration.log("MicroHTTP: \(suspendedCount) connections still suspended; daemon leaked, not stopped")
+        func anySuspended() -> Bool { core.shared.withLock { !$0.parked.isEmpty || $0.parkedStreamCount > 0 } }
+        while anySuspended() && Self.now() < drainDeadline { usleep(1_000) }
+        guard !anySuspended() else {
+            core.configuration.log("MicroHTTP: connections still suspended; daemon leaked, not stopped")
             return
         }
         MHD_stop_daemon(daemon.daemon)

@@ -13,17 +13,22 @@ struct ConnectionHandle: @unchecked Sendable {
 ///                            └─(handler returns)─▶ suspended ─ respond() ─▶ resumed ─(MHD re-enters)─▶ sent
 ///     any ─▶ answeredByServer (413, 503 at shutdown...)      any ─▶ completed (MHD is done with it)
 ///
-/// A streaming response or a WebSocket upgrade would add cases after `handling` (e.g. `streaming(...)`),
-/// without touching the ones above.
+/// A streaming response is just another ``Answer``; a WebSocket upgrade would be a third one.
 enum RequestPhase {
     case receiving
     case handling
-    case respondedWhileHandling(HTTPResponse)
+    case respondedWhileHandling(Answer)
     case suspended
-    case resumed(HTTPResponse)
+    case resumed(Answer)
     case sent
     case answeredByServer
     case completed
+}
+
+/// What the application answered: a whole response, or the head of a stream whose body follows.
+enum Answer {
+    case full(HTTPResponse)
+    case stream(status: Int, headers: [(name: String, value: String)], ResponseStream)
 }
 
 /// Per-request state, retained in MHD's `con_cls` from the first call of the access handler and released
@@ -50,14 +55,15 @@ final class RequestContext: @unchecked Sendable {
 
     /// The once-only transition behind ``Responder/respond(_:)``; `fromServer` marks the shutdown sweep,
     /// which must not count as a duplicate if the application answers at the same moment.
-    func respond(_ response: HTTPResponse, fromServer: Bool) {
+    @discardableResult
+    func respond(_ answer: Answer, fromServer: Bool) -> Bool {
         let outcome: RespondOutcome = phase.withLock { phase in
             switch phase {
             case .handling:
-                phase = .respondedWhileHandling(response)
+                phase = .respondedWhileHandling(answer)
                 return .willBeSent
             case .suspended:
-                phase = .resumed(response)
+                phase = .resumed(answer)
                 return .resumeConnection
             case .answeredByServer, .completed:
                 // The server answered already (shutdown, client gone): a late answer is expected.
@@ -69,13 +75,15 @@ final class RequestContext: @unchecked Sendable {
             }
         }
         switch outcome {
-        case .willBeSent: break
+        case .willBeSent: return true
         case .resumeConnection:
             // Safe from any thread: MHD was suspended (under the lock) before `.suspended` was visible,
             // and a suspended connection cannot complete, so the handle is alive.
             MHD_resume_connection(connection.pointer)
+            return true
         case .ignored(let duplicate):
             if duplicate { core.duplicateResponseCount.add(1, ordering: .relaxed) }
+            return false
         }
     }
 }
@@ -94,6 +102,22 @@ public final class Responder: Sendable {
 
     public func respond(_ response: HTTPResponse) {
         precondition((100...999).contains(response.status), "HTTP status out of range: \(response.status)")
-        context.respond(response, fromServer: false)
+        context.respond(.full(response), fromServer: false)
+    }
+
+    /// Answers with a streaming body (chunked transfer encoding, for Server-Sent Events or NDJSON): sends
+    /// `status` and `headers` now, then whatever is written to the returned ``ResponseStream`` until
+    /// ``ResponseStream/finish()``. Once-only like ``respond(_:)``; if the request was already answered the
+    /// stream comes back closed. `bufferBytesMax` bounds the bytes written but not yet sent.
+    public func respondStreaming(
+        status: Int, headers: [(name: String, value: String)] = [], bufferBytesMax: Int = 1 << 20
+    ) -> ResponseStream {
+        precondition((100...999).contains(status), "HTTP status out of range: \(status)")
+        precondition(bufferBytesMax > 0, "a stream needs a buffer")
+        let stream = ResponseStream(core: context.core, connection: context.connection, bufferBytesMax: bufferBytesMax)
+        if !context.respond(.stream(status: status, headers: headers, stream), fromServer: false) {
+            stream.markClosed()
+        }
+        return stream
     }
 }

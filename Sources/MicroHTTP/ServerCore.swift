@@ -14,6 +14,10 @@ final class ServerCore: Sendable {
         var isStopping = false
         /// Requests suspended or resumed-but-not-yet-sent. Empty is the precondition for MHD_stop_daemon.
         var parked: [ObjectIdentifier: RequestContext] = [:]
+        /// Streams whose body is not finished sending; stop() finishes them.
+        var streams: [ObjectIdentifier: ResponseStream] = [:]
+        /// Stream connections suspended by the content reader (or resumed but not yet read again).
+        var parkedStreamCount = 0
         var lastLogMessage = ""
     }
 
@@ -100,10 +104,10 @@ final class ServerCore: Sendable {
         switch current {
         case .receiving:
             break
-        case .resumed(let response):
+        case .resumed(let answer):
             context.phase.withLock { $0 = .sent }
             shared.withLock { _ = $0.parked.removeValue(forKey: context.identifier) }
-            return queue(response, on: connection)
+            return queue(answer, on: connection)
         default:
             // Already answered by the server (413 up front): nothing more to do.
             return .YES
@@ -128,9 +132,9 @@ final class ServerCore: Sendable {
     /// The handler returned: send its answer, or suspend until respond() resumes us. Race-free because
     /// suspending and publishing `.suspended` happen under the same lock respond() takes.
     private func afterHandler(_ context: RequestContext) -> MHD_Result {
-        enum Next { case send(HTTPResponse), suspended, shuttingDown }
+        enum Next { case send(Answer), suspended, shuttingDown }
         // Fast path, no server lock: answered synchronously.
-        let early: HTTPResponse? = context.phase.withLock { phase in
+        let early: Answer? = context.phase.withLock { phase in
             if case .respondedWhileHandling(let response) = phase {
                 phase = .sent
                 return response
@@ -160,7 +164,7 @@ final class ServerCore: Sendable {
             }
         }
         switch next {
-        case .send(let response): return queue(response, on: context.connection)
+        case .send(let answer): return queue(answer, on: context.connection)
         case .suspended: return .YES
         case .shuttingDown: return queueError(503, "server shutting down", on: context.connection, close: true)
         }
@@ -203,6 +207,46 @@ final class ServerCore: Sendable {
         queue(errorResponse(status, message, close: close), on: connection)
     }
 
+    private func queue(_ answer: Answer, on connection: ConnectionHandle) -> MHD_Result {
+        switch answer {
+        case .full(let response):
+            return queue(response, on: connection)
+        case .stream(let status, let headers, let stream):
+            return queueStream(stream, status: status, headers: headers, on: connection)
+        }
+    }
+
+    /// A chunked response whose body comes from `stream` (MHD_SIZE_UNKNOWN). The stream is retained by the
+    /// response and released in its free callback, which is also how we learn the client is gone.
+    private func queueStream(
+        _ stream: ResponseStream, status: Int, headers: [(name: String, value: String)], on connection: ConnectionHandle
+    ) -> MHD_Result {
+        if shared.withLock({ $0.isStopping }) { stream.finish() }
+        shared.withLock { $0.streams[ObjectIdentifier(stream)] = stream }
+        let made = MHD_create_response_from_callback(
+            cmhd_size_unknown(), 16 * 1024, ResponseStream.reader, Unmanaged.passRetained(stream).toOpaque(),
+            ResponseStream.released)
+        guard let made else {
+            // MHD did not take the stream: undo by hand what its free callback would have done.
+            ResponseStream.released(Unmanaged.passUnretained(stream).toOpaque())
+            configuration.log("MicroHTTP: cannot create a streaming response")
+            return .NO
+        }
+        defer { MHD_destroy_response(made) }
+        addHeaders(headers, to: made)
+        return MHD_queue_response(connection.pointer, UInt32(status), made)
+    }
+
+    private func addHeaders(_ headers: [(name: String, value: String)], to response: OpaquePointer) {
+        for header in headers {
+            // MHD computes Content-Length itself; a second one would corrupt the framing.
+            if PercentDecoding.asciiCaseInsensitiveEquals(header.name, "Content-Length") { continue }
+            if MHD_add_response_header(response, header.name, header.value) != .YES {
+                configuration.log("MicroHTTP: header refused by libmicrohttpd: \(header.name)")
+            }
+        }
+    }
+
     /// Copies the response into MHD (MUST_COPY: the Swift array may go away) and queues it.
     private func queue(_ response: HTTPResponse, on connection: ConnectionHandle) -> MHD_Result {
         let made = response.body.withUnsafeBytes {
@@ -213,13 +257,7 @@ final class ServerCore: Sendable {
             return .NO  // MHD closes the connection
         }
         defer { MHD_destroy_response(made) }
-        for header in response.headers {
-            // MHD computes Content-Length itself; a second one would corrupt the framing.
-            if PercentDecoding.asciiCaseInsensitiveEquals(header.name, "Content-Length") { continue }
-            if MHD_add_response_header(made, header.name, header.value) != .YES {
-                configuration.log("MicroHTTP: header refused by libmicrohttpd: \(header.name)")
-            }
-        }
+        addHeaders(response.headers, to: made)
         return MHD_queue_response(connection.pointer, UInt32(response.status), made)
     }
 }
