@@ -26,6 +26,8 @@ public final class Broker: Sendable {
     private let isStopping = Atomic<Bool>(false)
     private let retentionQueue = DispatchQueue(label: "petrel.retention")
     public let metrics = BrokerMetrics()
+    /// The port clients reach this broker on; set once the HTTP listener is bound (it may be an ephemeral port).
+    public let advertisedPort: Atomic<Int>
 
     struct Registry: Sendable {
         var clusterID = ""
@@ -52,6 +54,7 @@ public final class Broker: Sendable {
         self.fileSystem = fileSystem
         self.logger = logger
         self.nowMilliseconds = nowMilliseconds
+        self.advertisedPort = Atomic(configuration.advertisedPort)
     }
 
     var metadataStore: MetadataStore { MetadataStore(directory: configuration.dataDirectory) }
@@ -587,7 +590,7 @@ public final class Broker: Sendable {
         let (clusterID, topics, partitions) = registry.withLock { r in
             (r.clusterID, r.topics.count, r.topics.values.reduce(0) { $0 + $1.partitions.count })
         }
-        let me = BrokerInfo(id: configuration.nodeID, host: configuration.advertisedHost, port: configuration.advertisedPort, rack: nil, isAlive: true)
+        let me = BrokerInfo(id: configuration.nodeID, host: configuration.advertisedHost, port: advertisedPort.load(ordering: .relaxed), rack: nil, isAlive: true)
         return ClusterDescription(clusterID: clusterID, controller: configuration.nodeID, brokers: [me], version: configuration.version, topicCount: topics, partitionCount: partitions)
     }
 

@@ -78,6 +78,7 @@ struct Serve: ParsableCommand {
             broker.shutdown()
             throw ExitCode(1)
         }
+        broker.advertisedPort.store(Int(server.port), ordering: .relaxed)
         logger.info("petrel listening", metadata: ["address": "http://\(listenHost):\(server.port)", "data": "\(config.dataDirectory)"])
         // Scripts and tests that pass --port 0 learn the port from this line on stdout.
         FileHandle.standardOutput.write(Data("listening on http://\(listenHost):\(server.port)\n".utf8))
