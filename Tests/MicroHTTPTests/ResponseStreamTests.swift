@@ -112,3 +112,52 @@ import Testing
         }
     }
 }
+
+@Suite struct StreamAndParkingRaceTests {
+    @Test func manySmallWritesRacingTheReaderArriveInOrder() throws {
+        let lines = 3_000
+        let server = try startServer { _, responder in
+            let stream = responder.respondStreaming(status: 200, bufferBytesMax: 256)
+            DispatchQueue.global().async {
+                var index = 0
+                while index < lines {
+                    switch stream.write(Array("\(index)\n".utf8)) {
+                    case .accepted:
+                        index += 1
+                        if index % 7 == 0 { sched_yield() }
+                    case .bufferFull: usleep(100)
+                    case .closed: return
+                    }
+                }
+                stream.finish()
+            }
+        }
+        defer { server.stop(timeoutSeconds: 1) }
+        let client = try TestClient(port: server.port)
+        for _ in 0..<3 {
+            let response = try client.request("GET", "/numbers")
+            let expected = (0..<lines).map { "\($0)\n" }.joined()
+            #expect(response.text == expected)
+        }
+    }
+
+    @Test func parkedRequestWhoseClientLeftIsCleanedUpOnRespond() throws {
+        let parked = Mutex<Responder?>(nil)
+        let server = try startServer { request, responder in
+            if request.path == "/x" { return responder.respond(HTTPResponse(status: 204)) }
+            parked.withLock { $0 = responder }
+        }
+        defer { server.stop(timeoutSeconds: 1) }
+        do {
+            let client = try TestClient(port: server.port)
+            try client.sendRequest("GET", "/gone")
+            waitFor { server.suspendedCount == 1 }
+        }  // the client leaves while the request is parked
+        #expect(server.suspendedCount == 1)  // MHD cannot notice while suspended
+        try #require(parked.withLock { $0 }).respond(HTTPResponse(status: 200, body: Array("nobody listens".utf8)))
+        waitFor { server.suspendedCount == 0 }
+        #expect(server.suspendedCount == 0)
+        // The server still works.
+        #expect(try TestClient(port: server.port).request("GET", "/x").status == 204)
+    }
+}
