@@ -34,7 +34,7 @@ enum Answer {
 /// Per-request state, retained in MHD's `con_cls` from the first call of the access handler and released
 /// in `MHD_OPTION_NOTIFY_COMPLETED`. Also kept alive by the ``Responder`` the application holds.
 ///
-/// `@unchecked Sendable`: `phase` is guarded by its Mutex; `body`, `bodyBytesSeen` and `isBodyTooLarge`
+/// `@unchecked Sendable`: `phase` is guarded by its Mutex; `body`, `bodyBytesSeen`, `isBodyTooLarge` and `isHead`
 /// are touched only from the access handler, which MHD calls for one connection at a time.
 final class RequestContext: @unchecked Sendable {
     let connection: ConnectionHandle
@@ -43,6 +43,7 @@ final class RequestContext: @unchecked Sendable {
     var body: [UInt8] = []
     var bodyBytesSeen = 0
     var isBodyTooLarge = false
+    var isHead = false
 
     init(connection: ConnectionHandle, core: ServerCore) {
         self.connection = connection
@@ -108,7 +109,8 @@ public final class Responder: Sendable {
     /// Answers with a streaming body (chunked transfer encoding, for Server-Sent Events or NDJSON): sends
     /// `status` and `headers` now, then whatever is written to the returned ``ResponseStream`` until
     /// ``ResponseStream/finish()``. Once-only like ``respond(_:)``; if the request was already answered the
-    /// stream comes back closed. `bufferBytesMax` bounds the bytes written but not yet sent.
+    /// stream comes back closed. For HEAD only the head is sent and the stream is closed at once.
+    /// `bufferBytesMax` bounds the bytes written but not yet sent.
     public func respondStreaming(
         status: Int, headers: [(name: String, value: String)] = [], bufferBytesMax: Int = 1 << 20
     ) -> ResponseStream {

@@ -161,3 +161,26 @@ import Testing
         #expect(try TestClient(port: server.port).request("GET", "/x").status == 204)
     }
 }
+
+@Suite struct DeferredStreamTests {
+    @Test func streamStartedLaterFromAnotherThreadAndHead() throws {
+        let server = try startServer { _, responder in
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) {
+                let stream = responder.respondStreaming(status: 201, headers: [("Content-Type", "application/x-ndjson")])
+                stream.write(Array("{\"a\":1}\n".utf8))
+                stream.finish()
+            }
+        }
+        defer { server.stop(timeoutSeconds: 1) }
+        let client = try TestClient(port: server.port)
+        let response = try client.request("GET", "/later")
+        #expect(response.status == 201)
+        #expect(response.header("Content-Type") == "application/x-ndjson")
+        #expect(response.text == "{\"a\":1}\n")
+        let head = try client.request("HEAD", "/later")
+        #expect(head.status == 201)
+        #expect(try client.request("GET", "/again").text == "{\"a\":1}\n")
+        waitFor { server.suspendedCount == 0 }
+        #expect(server.suspendedCount == 0)
+    }
+}
