@@ -76,11 +76,15 @@ final class ServerCore: Sendable {
             context.isHead = strcmp(method, "HEAD") == 0
             requestContext.pointee = Unmanaged.passRetained(context).toOpaque()
             if let declared = MHD_lookup_connection_value(connection.pointer, .HEADER_KIND, "Content-Length"),
-                let length = Int(String(cString: declared)), length > configuration.requestBodyBytesMax
+                let length = Int(String(cString: declared))
             {
-                // Refuse before reading (and before "100 Continue"); the unread body forces a close.
-                context.phase.withLock { $0 = .answeredByServer }
-                return queueError(413, "request body larger than \(configuration.requestBodyBytesMax) bytes", on: connection, close: true)
+                guard length <= configuration.requestBodyBytesMax else {
+                    // Refuse before reading (and before "100 Continue"); the unread body forces a close.
+                    context.phase.withLock { $0 = .answeredByServer }
+                    return queueError(
+                        413, "request body larger than \(configuration.requestBodyBytesMax) bytes", on: connection, close: true)
+                }
+                context.body.reserveCapacity(length)  // bounded by the check above
             }
             return .YES
         }
