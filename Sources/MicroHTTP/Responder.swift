@@ -19,7 +19,9 @@ enum RequestPhase {
     case handling
     case respondedWhileHandling(Answer)
     case suspended
-    case resumed(Answer)
+    /// `byServer`: the shutdown sweep answered; the request ends `answeredByServer`, not `sent`, so the
+    /// application's late answer is not mistaken for a duplicate.
+    case resumed(Answer, byServer: Bool)
     case sent
     case answeredByServer
     case completed
@@ -64,7 +66,7 @@ final class RequestContext: @unchecked Sendable {
                 phase = .respondedWhileHandling(answer)
                 return .willBeSent
             case .suspended:
-                phase = .resumed(answer)
+                phase = .resumed(answer, byServer: fromServer)
                 return .resumeConnection
             case .answeredByServer, .completed:
                 // The server answered already (shutdown, client gone): a late answer is expected.

@@ -110,8 +110,8 @@ final class ServerCore: Sendable {
         switch current {
         case .receiving:
             break
-        case .resumed(let answer):
-            context.phase.withLock { $0 = .sent }
+        case .resumed(let answer, let byServer):
+            context.phase.withLock { $0 = byServer ? .answeredByServer : .sent }
             shared.withLock { _ = $0.parked.removeValue(forKey: context.identifier) }
             return queue(answer, on: connection, isHead: context.isHead)
         default:
