@@ -97,15 +97,26 @@ final class RequestContext: @unchecked Sendable {
 /// ``HTTPServer/duplicateResponseCount``. Calls after the server answered the request itself (503 at
 /// shutdown) or after the client went away are ignored silently.
 public final class Responder: Sendable {
-    let context: RequestContext
+    enum Target {
+        case connection(RequestContext)
+        case recorder(ResponseRecorder)
+    }
+    let target: Target
 
     init(context: RequestContext) {
-        self.context = context
+        target = .connection(context)
+    }
+
+    init(recorder: ResponseRecorder) {
+        target = .recorder(recorder)
     }
 
     public func respond(_ response: HTTPResponse) {
         precondition((100...999).contains(response.status), "HTTP status out of range: \(response.status)")
-        context.respond(.full(response), fromServer: false)
+        switch target {
+        case .connection(let context): context.respond(.full(response), fromServer: false)
+        case .recorder(let recorder): recorder.record(.full(response))
+        }
     }
 
     /// Answers with a streaming body (chunked transfer encoding, for Server-Sent Events or NDJSON): sends
@@ -118,10 +129,17 @@ public final class Responder: Sendable {
     ) -> ResponseStream {
         precondition((100...999).contains(status), "HTTP status out of range: \(status)")
         precondition(bufferBytesMax > 0, "a stream needs a buffer")
-        let stream = ResponseStream(core: context.core, connection: context.connection, bufferBytesMax: bufferBytesMax)
-        if !context.respond(.stream(status: status, headers: headers, stream), fromServer: false) {
-            stream.markClosed()
+        switch target {
+        case .connection(let context):
+            let stream = ResponseStream(core: context.core, connection: context.connection, bufferBytesMax: bufferBytesMax)
+            if !context.respond(.stream(status: status, headers: headers, stream), fromServer: false) {
+                stream.markClosed()
+            }
+            return stream
+        case .recorder(let recorder):
+            let stream = ResponseStream(core: nil, connection: nil, bufferBytesMax: bufferBytesMax)
+            if !recorder.record(.stream(status: status, headers: headers, stream)) { stream.markClosed() }
+            return stream
         }
-        return stream
     }
 }
