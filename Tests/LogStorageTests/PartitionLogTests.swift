@@ -231,16 +231,26 @@ import Testing
 
     @Test func failedSyncLeavesFlushedOffsetAndRetrySucceeds() throws {
         let fs = SimulatedFileSystem()
-        let log = try openLog(fs, "/p")
+        var log = try openLog(fs, "/p")
         try log.append(makeBatch(2, tag: 0), nowMilliseconds: 0)
         fs.failNextSyncs(1)
         #expect(throws: StorageError.self) { try log.flush() }
         #expect(log.flushedOffset == .zero)
         try log.flush()
         #expect(log.flushedOffset == Offset(2))
+        // A failed three-step flush that is never completed: the next flush syncs the data again.
+        try log.append(makeBatch(2, tag: 1), nowMilliseconds: 0)
+        let failing = try #require(log.beginFlush())
+        fs.failNextSyncs(1)
+        #expect(throws: StorageError.self) { try failing.perform() }
+        try log.flush()
+        #expect(log.flushedOffset == Offset(4))
+        fs.crash(seed: 2, mode: .drop)
+        log = try openLog(fs, "/p")
+        #expect(try readAll(log).map { try tag(of: $0) } == [0, 1])
         fs.diskFull = true
-        #expect(throws: StorageError.self) { try log.append(makeBatch(2, tag: 1), nowMilliseconds: 0) }
-        #expect(log.logEndOffset == Offset(2))
+        #expect(throws: StorageError.self) { try log.append(makeBatch(2, tag: 2), nowMilliseconds: 0) }
+        #expect(log.logEndOffset == Offset(4))
     }
 
     /// Not timed: catches accidental quadratic behaviour; prints a rough figure only.
