@@ -25,7 +25,7 @@ import Testing
         for round in 0..<6 {
             for _ in 0..<Int.random(in: 1...40, using: &random) {
                 now += Int64.random(in: 0...20, using: &random)
-                switch Int.random(in: 0..<20, using: &random) {
+                switch Int.random(in: 0..<21, using: &random) {
                 case 0..<13:
                     let count = Int.random(in: 1...8, using: &random)
                     let batch = makeBatch(count, tag: tagCounter, timestamp: now, valueBytes: Int.random(in: 0...60, using: &random))
@@ -46,6 +46,18 @@ import Testing
                         model.append(stored)
                         try pending.perform()
                         log.completeFlush(pending)
+                    }
+                case 18:
+                    if Int.random(in: 0..<4, using: &random) == 0 {
+                        let base = log.logEndOffset + Int64.random(in: 0...50, using: &random)
+                        try log.reset(to: base)
+                        model = []
+                        #expect(log.logStartOffset == base && log.logEndOffset == base, "seed \(seed)")
+                    } else {
+                        log.config.retentionBytes = Int64.random(in: 0...3_000, using: &random)
+                        try log.enforceRetention(nowMilliseconds: now)
+                        model.removeAll { $0.baseOffset < log.logStartOffset }
+                        #expect(model.first.map { $0.baseOffset == log.logStartOffset } ?? true, "seed \(seed)")
                     }
                 default:
                     guard !model.isEmpty else { continue }
