@@ -2,7 +2,7 @@
 // Petrel: a Kafka-class event broker whose whole interface is HTTP.
 // Imports flow one way (ArchitectureTests checks it):
 //   BrokerModel <- Consensus, LogStorage <- BrokerRuntime <- BrokerHTTP <- petrel
-//   CMicroHTTPD <- MicroHTTP <- BrokerHTTP
+//   CMicroHTTPD, WebSocketCodec <- MicroHTTP <- BrokerHTTP
 //   BrokerTesting (simulation support) <- tests and petrel-raft-sim only
 import PackageDescription
 
@@ -28,9 +28,11 @@ let package = Package(
         .target(name: "LogStorage", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .target(
             name: "CMicroHTTPD",
-            linkerSettings: [.linkedLibrary("microhttpd")]
+            // nettle (SHA-1 for the WebSocket handshake) is already a dependency of libmicrohttpd's TLS stack.
+            linkerSettings: [.linkedLibrary("microhttpd"), .linkedLibrary("nettle")]
         ),
-        .target(name: "MicroHTTP", dependencies: ["CMicroHTTPD"], swiftSettings: swiftSettings),
+        .target(name: "WebSocketCodec", swiftSettings: swiftSettings),
+        .target(name: "MicroHTTP", dependencies: ["CMicroHTTPD", "WebSocketCodec"], swiftSettings: swiftSettings),
         .target(
             name: "BrokerRuntime",
             dependencies: ["BrokerModel", "LogStorage", .product(name: "Logging", package: "swift-log")],
@@ -68,6 +70,7 @@ let package = Package(
         .testTarget(name: "BrokerModelTests", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "BrokerTesting", "BrokerModel"], resources: [.copy("Scenarios")], swiftSettings: swiftSettings),
         .testTarget(name: "LogStorageTests", dependencies: ["LogStorage", "BrokerTesting", "BrokerModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "WebSocketCodecTests", dependencies: ["WebSocketCodec"], swiftSettings: swiftSettings),
         .testTarget(name: "MicroHTTPTests", dependencies: ["MicroHTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "BrokerRuntimeTests", dependencies: ["BrokerRuntime", "BrokerTesting", "LogStorage", "BrokerModel"], swiftSettings: swiftSettings),
         .testTarget(name: "BrokerHTTPTests", dependencies: ["BrokerHTTP", "BrokerRuntime", "MicroHTTP", "BrokerModel"], swiftSettings: swiftSettings),
