@@ -3,6 +3,7 @@
 // Imports flow one way (ArchitectureTests checks it):
 //   BrokerModel <- Consensus, LogStorage <- BrokerRuntime <- BrokerHTTP <- petrel
 //   CMicroHTTPD, WebSocketCodec <- MicroHTTP <- BrokerHTTP
+//   CCurl <- BrokerClient <- petrel (CLI)
 //   BrokerTesting (simulation support) <- tests and petrel-raft-sim only
 import PackageDescription
 
@@ -32,6 +33,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("microhttpd"), .linkedLibrary("nettle")]
         ),
         .target(name: "WebSocketCodec", swiftSettings: swiftSettings),
+        .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
+        .target(name: "BrokerClient", dependencies: ["CCurl"], swiftSettings: swiftSettings),
         .target(name: "MicroHTTP", dependencies: ["CMicroHTTPD", "WebSocketCodec"], swiftSettings: swiftSettings),
         .target(
             name: "BrokerRuntime",
@@ -51,7 +54,7 @@ let package = Package(
         .executableTarget(
             name: "petrel",
             dependencies: [
-                "BrokerModel", "BrokerRuntime", "BrokerHTTP", "MicroHTTP",
+                "BrokerModel", "BrokerRuntime", "BrokerHTTP", "MicroHTTP", "BrokerClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -70,6 +73,7 @@ let package = Package(
         .testTarget(name: "BrokerModelTests", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "BrokerTesting", "BrokerModel"], resources: [.copy("Scenarios")], swiftSettings: swiftSettings),
         .testTarget(name: "LogStorageTests", dependencies: ["LogStorage", "BrokerTesting", "BrokerModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerClientTests", dependencies: ["BrokerClient", "MicroHTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "WebSocketCodecTests", dependencies: ["WebSocketCodec"], swiftSettings: swiftSettings),
         .testTarget(name: "MicroHTTPTests", dependencies: ["MicroHTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "BrokerRuntimeTests", dependencies: ["BrokerRuntime", "BrokerTesting", "LogStorage", "BrokerModel"], swiftSettings: swiftSettings),
