@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // Petrel: a Kafka-class event broker whose whole interface is HTTP.
 // Imports flow one way (ArchitectureTests checks it):
-//   BrokerModel <- Consensus, LogStorage <- BrokerRuntime <- BrokerHTTP <- petrel
+//   BrokerModel <- Consensus, LogStorage, ClusterState <- BrokerRuntime <- BrokerHTTP <- petrel
 //   CMicroHTTPD, WebSocketCodec <- MicroHTTP <- BrokerHTTP
 //   CCurl <- BrokerClient <- petrel (CLI)
 //   BrokerTesting (simulation support) <- tests and petrel-raft-sim only
@@ -27,6 +27,7 @@ let package = Package(
         .target(name: "BrokerModel", swiftSettings: swiftSettings),
         .target(name: "Consensus", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .target(name: "LogStorage", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
+        .target(name: "ClusterState", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .target(
             name: "CMicroHTTPD",
             // nettle (SHA-1 for the WebSocket handshake) is already a dependency of libmicrohttpd's TLS stack.
@@ -72,6 +73,7 @@ let package = Package(
         ),
         .testTarget(name: "BrokerModelTests", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "BrokerTesting", "BrokerModel"], resources: [.copy("Scenarios")], swiftSettings: swiftSettings),
+        .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState", "BrokerModel"], resources: [.copy("Scenarios")], swiftSettings: swiftSettings),
         .testTarget(name: "LogStorageTests", dependencies: ["LogStorage", "BrokerTesting", "BrokerModel"], swiftSettings: swiftSettings),
         .testTarget(name: "BrokerClientTests", dependencies: ["BrokerClient", "MicroHTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "WebSocketCodecTests", dependencies: ["WebSocketCodec"], swiftSettings: swiftSettings),
