@@ -8,6 +8,8 @@ final class ServerCore: Sendable {
     let configuration: HTTPServerConfiguration
     let handler: HTTPHandler
     let duplicateResponseCount = Atomic<Int>(0)
+    /// Serves every upgraded WebSocket (its thread starts with the first upgrade).
+    let webSocketLoop: WebSocketLoop
 
     struct Shared {
         /// Set by stop(): new requests get 503, and a handler returning without an answer gets 503 instead
@@ -28,6 +30,7 @@ final class ServerCore: Sendable {
     init(configuration: HTTPServerConfiguration, handler: @escaping HTTPHandler) {
         self.configuration = configuration
         self.handler = handler
+        webSocketLoop = WebSocketLoop(log: configuration.log)
     }
 
     // MARK: C callbacks (non-capturing, nonisolated)
@@ -224,6 +227,8 @@ final class ServerCore: Sendable {
             return queue(HTTPResponse(status: status, headers: headers), on: connection)
         case .stream(let status, let headers, let stream):
             return queueStream(stream, status: status, headers: headers, on: connection)
+        case .upgrade(let upgrade):
+            return queueUpgrade(upgrade, on: connection)
         }
     }
 
@@ -246,6 +251,23 @@ final class ServerCore: Sendable {
         defer { MHD_destroy_response(made) }
         addHeaders(headers, to: made)
         return MHD_queue_response(connection.pointer, UInt32(status), made)
+    }
+
+    /// 101 with the accept key; libmicrohttpd adds `Connection: Upgrade` and calls
+    /// ``WebSocketUpgrade/upgraded`` once the head is sent.
+    private func queueUpgrade(_ upgrade: WebSocketUpgrade, on connection: ConnectionHandle) -> MHD_Result {
+        let made = MHD_create_response_for_upgrade(WebSocketUpgrade.upgraded, Unmanaged.passRetained(upgrade).toOpaque())
+        guard let made else {
+            Unmanaged.passUnretained(upgrade).release()
+            webSocketLoop.releaseReservation()
+            configuration.log("MicroHTTP: cannot create a WebSocket upgrade response")
+            return .NO
+        }
+        defer { MHD_destroy_response(made) }
+        var headers: [(name: String, value: String)] = [("Upgrade", "websocket"), ("Sec-WebSocket-Accept", upgrade.acceptKey)]
+        if let subprotocol = upgrade.subprotocol { headers.append(("Sec-WebSocket-Protocol", subprotocol)) }
+        addHeaders(headers + upgrade.headers, to: made)
+        return MHD_queue_response(connection.pointer, 101, made)
     }
 
     private func addHeaders(_ headers: [(name: String, value: String)], to response: OpaquePointer) {
