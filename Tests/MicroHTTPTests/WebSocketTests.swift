@@ -260,6 +260,18 @@ func startWebSocketServer(
         #expect(try third.handshake().status == 101)
     }
 
+    @Test func clientLeavingRightAfterItsHandshakeFreesItsSlot() throws {
+        let server = try startWebSocketServer({ $0.webSocketsMax = 1 }, handler: EchoSocketHandler())
+        defer { server.stop(timeoutSeconds: 1) }
+        do {
+            let vanishing = try WebSocketTestClient(port: server.port)
+            try vanishing.sendRaw(vanishing.handshakeBytes())
+        }  // closed without reading the 101
+        waitFor { server.webSocketCount == 0 }
+        let next = try WebSocketTestClient(port: server.port)
+        #expect(try next.handshake().status == 101)
+    }
+
     @Test func stopWithOpenSocketsClosesThemWith1001() throws {
         let handler = EchoSocketHandler()
         let server = try startWebSocketServer(handler: handler)
