@@ -48,6 +48,8 @@ final class RequestContext: @unchecked Sendable {
     var bodyBytesSeen = 0
     var isBodyTooLarge = false
     var isHead = false
+    /// A WebSocket upgrade answered on this request, settled at completion if the socket never came.
+    let upgrade = Mutex<WebSocketUpgrade?>(nil)
 
     init(connection: ConnectionHandle, core: ServerCore) {
         self.connection = connection

@@ -48,6 +48,7 @@ final class ServerCore: Sendable {
         requestContext.pointee = nil
         let context = Unmanaged<RequestContext>.fromOpaque(raw).takeRetainedValue()
         context.phase.withLock { $0 = .completed }
+        context.upgrade.withLock { $0 }?.requestCompleted()
         let core = Unmanaged<ServerCore>.fromOpaque(cls!).takeUnretainedValue()
         // A parked connection whose client left is completed without re-entering the handler.
         core.shared.withLock { _ = $0.parked.removeValue(forKey: context.identifier) }
@@ -259,10 +260,11 @@ final class ServerCore: Sendable {
         let made = MHD_create_response_for_upgrade(WebSocketUpgrade.upgraded, Unmanaged.passRetained(upgrade).toOpaque())
         guard let made else {
             Unmanaged.passUnretained(upgrade).release()
-            webSocketLoop.releaseReservation()
+            if !upgrade.isSettled.exchange(true, ordering: .acquiringAndReleasing) { webSocketLoop.releaseReservation() }
             configuration.log("MicroHTTP: cannot create a WebSocket upgrade response")
             return .NO
         }
+        upgrade.isQueued.store(true, ordering: .releasing)
         defer { MHD_destroy_response(made) }
         var headers: [(name: String, value: String)] = [("Upgrade", "websocket"), ("Sec-WebSocket-Accept", upgrade.acceptKey)]
         if let subprotocol = upgrade.subprotocol { headers.append(("Sec-WebSocket-Protocol", subprotocol)) }

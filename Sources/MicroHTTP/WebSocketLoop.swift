@@ -314,6 +314,8 @@ final class WebSocketLoop: @unchecked Sendable {  // mutable state: `sockets` (l
                 socket.pingSentAt = now
                 let connection = socket.connection
                 let drained = connection.state.withLock { state -> (@Sendable () -> Void)? in
+                    // Rechecked under the lock: the application may have closed meanwhile (no ping after close).
+                    guard state.phase == .open else { return nil }
                     connection.queueControlLocked(&state, .ping, [])
                     return connection.flushLocked(&state)
                 }

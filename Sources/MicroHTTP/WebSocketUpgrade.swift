@@ -13,6 +13,12 @@ final class WebSocketUpgrade: Sendable {
     let request: HTTPRequest
     /// nil for a ``ResponseRecorder`` (no socket ever comes).
     let core: ServerCore?
+    /// Set once by whoever settles the socket slot and the `cls` retain: the upgrade callback (the socket
+    /// arrived), the request-completed callback (the client left before the upgrade; libmicrohttpd calls
+    /// it after the upgrade callback otherwise), or a failed response creation.
+    let isSettled = Atomic<Bool>(false)
+    /// The upgrade response was created (it holds a retain on this object until the upgrade callback).
+    let isQueued = Atomic<Bool>(false)
 
     init(
         acceptKey: String, subprotocol: String?, headers: [(name: String, value: String)], limits: WebSocketLimits,
@@ -62,6 +68,7 @@ final class WebSocketUpgrade: Sendable {
     static let upgraded: MHD_UpgradeHandler = { cls, _, _, extraIn, extraInSize, socket, handle in
         let upgrade = Unmanaged<WebSocketUpgrade>.fromOpaque(cls!).takeRetainedValue()
         let core = upgrade.core!
+        precondition(!upgrade.isSettled.exchange(true, ordering: .acquiringAndReleasing), "upgrade after request completion")
         let loop = core.webSocketLoop
         let extra = extraInSize > 0 ? Array(UnsafeRawBufferPointer(start: extraIn, count: extraInSize)) : []
         let connection = WebSocketConnection(
@@ -114,13 +121,25 @@ extension Responder {
             headers: headers, limits: limits, handler: handler, request: request, core: core)
         switch target {
         case .connection(let context):
+            context.upgrade.withLock { $0 = upgrade }
             if !context.respond(.upgrade(upgrade), fromServer: false) {
-                core?.webSocketLoop.releaseReservation()
+                // Already answered (or the client left): nothing was queued; settle the slot once.
+                if !upgrade.isSettled.exchange(true, ordering: .acquiringAndReleasing) { core?.webSocketLoop.releaseReservation() }
                 return .unavailable
             }
         case .recorder(let recorder):
             recorder.record(.upgrade(upgrade))
         }
         return .upgrading
+    }
+}
+
+extension WebSocketUpgrade {
+    /// The request ended (libmicrohttpd's completed callback). If the socket never arrived (the client left
+    /// before the 101 went out), free its slot and the retain the upgrade response held.
+    func requestCompleted() {
+        guard core != nil, !isSettled.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        core!.webSocketLoop.releaseReservation()
+        if isQueued.load(ordering: .acquiring) { Unmanaged.passUnretained(self).release() }
     }
 }

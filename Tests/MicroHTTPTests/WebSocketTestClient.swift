@@ -34,6 +34,12 @@ final class WebSocketTestClient {
 
     deinit { Glibc.close(fd) }
 
+    /// Makes close() send a reset (SO_LINGER 0) instead of a FIN: the server's next write fails.
+    func resetOnClose() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+    }
+
     static let sampleKey = "dGhlIHNhbXBsZSBub25jZQ=="
     static let sampleAccept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 

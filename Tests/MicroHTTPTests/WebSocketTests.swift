@@ -245,6 +245,47 @@ func startWebSocketServer(
         #expect(handler.closeCodes == [1006])
     }
 
+    @Test func manySocketsShareOneLoopThread() throws {
+        final class ThreadRecorder: WebSocketHandler {
+            let threads = Mutex<Set<UInt>>([])
+            func received(_ message: WebSocketMessage, on connection: WebSocketConnection) {
+                threads.withLock { _ = $0.insert(UInt(pthread_self())) }
+                if case .text(let text) = message { connection.send(text: text) }
+            }
+            func closed(_ connection: WebSocketConnection, code: WebSocketCloseCode, reason: String) {}
+        }
+        let handler = ThreadRecorder()
+        let server = try startWebSocketServer(handler: handler)
+        defer { server.stop(timeoutSeconds: 1) }
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 24) { index in
+            do {
+                let client = try WebSocketTestClient(port: server.port)
+                guard try client.handshake().status == 101 else { throw TestClientError(description: "no 101") }
+                for message in 0..<40 { try client.send(text: "\(index)-\(message)") }
+                for message in 0..<40 {
+                    let frame = try client.readFrame()
+                    if frame?.payload != Array("\(index)-\(message)".utf8) { throw TestClientError(description: "client \(index) message \(message) out of order") }
+                }
+            } catch {
+                failures.withLock { $0.append("\(error)") }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        #expect(handler.threads.withLock { $0.count } == 1)
+    }
+
+    @Test func idleSocketOutlivesTheHTTPIdleTimeout() throws {
+        // libmicrohttpd's connection timeout must not apply to an upgraded socket (our pings do).
+        let server = try startWebSocketServer({ $0.connectionTimeoutSeconds = 1 }, handler: EchoSocketHandler())
+        defer { server.stop(timeoutSeconds: 1) }
+        let client = try WebSocketTestClient(port: server.port)
+        #expect(try client.handshake().status == 101)
+        usleep(2_500_000)  // not a timing assertion: waits past the HTTP timeout, then checks the socket works
+        try client.send(text: "awake")
+        #expect(try client.readFrame()?.payload == Array("awake".utf8))
+    }
+
     @Test func socketLimitAnswers503() throws {
         let server = try startWebSocketServer({ $0.webSocketsMax = 1 }, handler: EchoSocketHandler())
         defer { server.stop(timeoutSeconds: 1) }
@@ -261,13 +302,46 @@ func startWebSocketServer(
     }
 
     @Test func clientLeavingRightAfterItsHandshakeFreesItsSlot() throws {
-        let server = try startWebSocketServer({ $0.webSocketsMax = 1 }, handler: EchoSocketHandler())
+        let handshakes = Atomic<Int>(0)
+        let handler = EchoSocketHandler()
+        let server = try startServer({ $0.webSocketsMax = 1 }) { request, responder in
+            responder.upgradeToWebSocket(request, handler: handler)
+            handshakes.add(1, ordering: .relaxed)
+        }
         defer { server.stop(timeoutSeconds: 1) }
         do {
             let vanishing = try WebSocketTestClient(port: server.port)
             try vanishing.sendRaw(vanishing.handshakeBytes())
+            waitFor { handshakes.load(ordering: .relaxed) == 1 }
         }  // closed without reading the 101
         waitFor { server.webSocketCount == 0 }
+        #expect(server.webSocketCount == 0)
+        let next = try WebSocketTestClient(port: server.port)
+        #expect(try next.handshake().status == 101)
+    }
+
+    @Test func clientLeavingBeforeADeferredUpgradeFreesItsSlot() throws {
+        // The handler answers later; meanwhile the client is gone, so the 101 is never delivered and
+        // libmicrohttpd never calls the upgrade callback: the request's completion must free the slot.
+        let parked = Mutex<(HTTPRequest, Responder)?>(nil)
+        let server = try startServer({ $0.webSocketsMax = 1 }) { request, responder in
+            if request.path == "/later" {
+                parked.withLock { $0 = (request, responder) }
+            } else {
+                responder.upgradeToWebSocket(request, handler: EchoSocketHandler())
+            }
+        }
+        defer { server.stop(timeoutSeconds: 1) }
+        do {
+            let vanishing = try WebSocketTestClient(port: server.port)
+            try vanishing.sendRaw(vanishing.handshakeBytes(path: "/later"))
+            waitFor { parked.withLock { $0 } != nil }
+            vanishing.resetOnClose()
+        }  // the client resets the connection while its request is parked
+        let (request, responder) = try #require(parked.withLock { $0 })
+        #expect(responder.upgradeToWebSocket(request, handler: EchoSocketHandler()) == .upgrading)
+        waitFor { server.webSocketCount == 0 }
+        #expect(server.webSocketCount == 0)
         let next = try WebSocketTestClient(port: server.port)
         #expect(try next.handshake().status == 101)
     }
