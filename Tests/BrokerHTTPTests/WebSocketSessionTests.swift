@@ -183,6 +183,29 @@ final class WebSocketSessionClient {
         #expect(badOffset.status == 416)
     }
 
+    @Test func byteCreditStopsAfterOneMessageUntilMoreIsGranted() throws {
+        let harness = try WebSocketHarness()
+        try harness.createTopic("bytes")
+        let producer = try WebSocketSessionClient(port: harness.server.port, path: "/v1/topics/bytes/ws")
+        let records = (0..<30).map { #"{"value":"v\#($0)"}"# }.joined(separator: ",")
+        try producer.send(text: #"{"type":"produce","id":1,"records":[\#(records)]}"#)
+        #expect(try producer.readJSON()?["type"] as? String == "ack")
+        let consumer = try WebSocketSessionClient(port: harness.server.port, path: "/v1/topics/bytes/partitions/0/ws?max_records=7")
+        // One byte of credit: one message (bytes may be overshot by one message), then nothing more.
+        try consumer.send(text: #"{"type":"credit","bytes":1}"#)
+        let first = try #require(try consumer.readJSON())
+        #expect((first["records"] as? [Any])?.count == 7)
+        #expect(first["next_offset"] as? Int == 7)
+        // Now records are limited too: had anything been sent in between, this message would not
+        // start at offset 7 with exactly 3 records.
+        try consumer.send(text: #"{"type":"credit","records":3,"bytes":1000000}"#)
+        let second = try #require(try consumer.readJSON())
+        let batch = try #require(second["records"] as? [[String: Any]])
+        #expect(batch.count == 3)
+        #expect(batch.first?["offset"] as? Int == 7)
+        #expect(second["next_offset"] as? Int == 10)
+    }
+
     @Test func consumeSendsOnlyWithinCreditThenLongPolls() throws {
         let harness = try WebSocketHarness()
         try harness.createTopic("events")

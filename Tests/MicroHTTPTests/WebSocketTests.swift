@@ -174,6 +174,39 @@ func startWebSocketServer(
         #expect(handler.closeCodes == [1002])
     }
 
+    @Test func invalidUTF8TextIsClosedWith1007() throws {
+        let handler = EchoSocketHandler()
+        let server = try startWebSocketServer(handler: handler)
+        defer { server.stop(timeoutSeconds: 1) }
+        let client = try WebSocketTestClient(port: server.port)
+        #expect(try client.handshake().status == 101)
+        try client.send(.text, [0x61, 0xC0, 0x80])  // overlong encoding of NUL
+        #expect(try client.readUntilClose()?.code == .invalidPayloadData)
+        #expect(try client.readsEOF())
+        waitFor { !handler.closeCodes.isEmpty }
+        #expect(handler.closeCodes == [1007])
+    }
+
+    @Test func recorderRecordsAnUpgradeAndRefusesABadHandshake() {
+        let good = ResponseRecorder()
+        let request = HTTPRequest(
+            method: "GET", rawPath: "/ws",
+            headers: [
+                ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", WebSocketTestClient.sampleKey),
+            ])
+        #expect(good.responder.upgradeToWebSocket(request, handler: EchoSocketHandler()) == .upgrading)
+        #expect(good.isWebSocketUpgrade)
+        #expect(good.response == nil)
+        let bad = ResponseRecorder()
+        var wrongVersion = request
+        wrongVersion.headers[2].value = "12"
+        #expect(bad.responder.upgradeToWebSocket(wrongVersion, handler: EchoSocketHandler()) == .refused(status: 426))
+        #expect(!bad.isWebSocketUpgrade)
+        #expect(bad.response?.status == 426)
+        #expect(bad.response?.headers.contains { $0.name == "Sec-WebSocket-Version" && $0.value == "13" } == true)
+    }
+
     @Test func lyingLengthIsRefusedAndTheServerStaysUp() throws {
         let handler = EchoSocketHandler()
         let server = try startWebSocketServer(handler: handler)
