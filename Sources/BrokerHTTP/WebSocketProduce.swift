@@ -1,5 +1,6 @@
 import BrokerModel
 import BrokerRuntime
+import Dispatch
 import MicroHTTP
 import Synchronization
 
@@ -16,19 +17,33 @@ import Synchronization
 ///     {"type":"error","id":...,"error_code":40001,"message":"..."}
 ///
 /// `id` is echoed verbatim (any JSON scalar); `acks` is `0`, `1` or `all` (default `all`), like the
-/// HTTP produce. At most ``inFlightMax`` requests are in flight per socket: beyond it a request is
-/// answered at once with a 429-class error (error_code 42901), never queued. Binary messages close the
-/// socket with 1003.
+/// HTTP produce. Binary messages close the socket with 1003.
+///
+/// Order and bounds: the requests of one socket are parsed and appended one after the other, in arrival
+/// order, on a serial queue of the socket's own (never on the shared WebSocket loop thread, which a slow
+/// disk write would stall for every socket). At most ``inFlightMax`` requests wait for their ack: beyond
+/// it a request is answered at once with error_code 42901 (nothing appended). Messages received but not
+/// yet parsed are bounded in bytes (``queuedBytesMax``); a client that pipelines past that is closed
+/// with 1013 (try again later) rather than buffered.
 final class ProduceSocket: WebSocketHandler {
     static let inFlightMax = 1_000
 
+    struct Load {
+        var queuedBytes = 0
+        var inFlight = 0
+    }
+
     let broker: Broker
     let topic: TopicName
-    let inFlight = Atomic<Int>(0)
+    let queuedBytesMax: Int
+    let load = Mutex(Load())
+    /// Serial: keeps this socket's requests in arrival order.
+    let queue = DispatchQueue(label: "petrel.websocket.produce")
 
-    init(broker: Broker, topic: TopicName) {
+    init(broker: Broker, topic: TopicName, queuedBytesMax: Int) {
         self.broker = broker
         self.topic = topic
+        self.queuedBytesMax = queuedBytesMax
     }
 
     func received(_ message: WebSocketMessage, on connection: WebSocketConnection) {
@@ -36,6 +51,25 @@ final class ProduceSocket: WebSocketHandler {
             connection.close(code: .unsupportedData, reason: "produce messages are JSON text")
             return
         }
+        let size = text.utf8.count
+        let accepted = load.withLock { load -> Bool in
+            guard load.queuedBytes + size <= queuedBytesMax else { return false }
+            load.queuedBytes += size
+            return true
+        }
+        guard accepted else {
+            connection.close(code: .tryAgainLater, reason: "too many unprocessed produce requests")
+            return
+        }
+        queue.async { [self] in
+            process(text, on: connection)
+            load.withLock { $0.queuedBytes -= size }
+        }
+    }
+
+    /// Parses one request and hands it to the broker (on the socket's serial queue).
+    private func process(_ text: String, on connection: WebSocketConnection) {
+        guard !connection.isClosed else { return }  // the client left: do not append for nobody
         let body = Array(text.utf8)
         var id: [UInt8] = Array("null".utf8)
         do throws(BrokerError) {
@@ -61,13 +95,17 @@ final class ProduceSocket: WebSocketHandler {
             for (index, item) in items.enumerated() {
                 records.append(try ProduceParsing.record(item, body: body, context: "records[\(index)]"))
             }
-            guard inFlight.wrappingAdd(1, ordering: .relaxed).newValue <= Self.inFlightMax else {
-                inFlight.wrappingSubtract(1, ordering: .relaxed)
+            let admitted = load.withLock { load -> Bool in
+                guard load.inFlight < Self.inFlightMax else { return false }
+                load.inFlight += 1
+                return true
+            }
+            guard admitted else {
                 throw .overloaded("more than \(Self.inFlightMax) produce requests in flight on this socket; wait for acks")
             }
             let answerID = id
             broker.produce(topic: topic, records: records, acks: acks) { [self] result in
-                inFlight.wrappingSubtract(1, ordering: .relaxed)
+                load.withLock { $0.inFlight -= 1 }
                 switch result {
                 case .success(let placements): connection.send(text: Self.ack(id: answerID, placements: placements))
                 case .failure(let error): connection.send(text: Self.error(id: answerID, error))
@@ -126,6 +164,8 @@ extension BrokerService {
     func openProduceWebSocket(_ params: [String: String], _ request: HTTPRequest, _ responder: Responder) throws(BrokerError) {
         let topic = try Self.topic(params)
         _ = try broker.describeTopic(topic)  // an unknown topic is a plain 404, before any upgrade
-        responder.upgradeToWebSocket(request, limits: webSocketLimits, handler: ProduceSocket(broker: broker, topic: topic))
+        let limits = webSocketLimits
+        let session = ProduceSocket(broker: broker, topic: topic, queuedBytesMax: 2 * limits.messageBytesMax)
+        responder.upgradeToWebSocket(request, limits: limits, handler: session)
     }
 }
