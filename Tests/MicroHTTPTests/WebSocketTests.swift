@@ -222,6 +222,37 @@ func startWebSocketServer(
         #expect(try second.readFrame()?.payload == Array("still here".utf8))
     }
 
+    @Test(arguments: [UInt64(7), 99])
+    func garbageAfterTheHandshakeClosesOnlyThatSocket(seed: UInt64) throws {
+        var random = SplitMix64(seed: seed)
+        let handler = EchoSocketHandler()
+        var limits = WebSocketLimits()
+        limits.messageBytesMax = 4096
+        limits.closeTimeoutSeconds = 0.5
+        let server = try startWebSocketServer(limits: limits, handler: handler)
+        defer { server.stop(timeoutSeconds: 1) }
+        for round in 0..<20 {
+            let client = try WebSocketTestClient(port: server.port)
+            #expect(try client.handshake().status == 101)
+            var garbage = (0..<Int.random(in: 2...3000, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            if round % 2 == 0 { garbage[1] |= 0x80 }  // masked: gets past the first checks more often
+            try? client.sendRaw(garbage)
+            // Half-close: if the garbage happened to be a valid prefix (say, a header promising more), the
+            // server sees EOF and drops the socket instead of waiting for the rest.
+            shutdown(client.fd, Int32(SHUT_WR))
+            // Either a close with a protocol-level code, or the connection just ends.
+            if let close = try client.readUntilClose() {
+                #expect([nil, 1000, 1002, 1007, 1009].contains(close.code?.rawValue), "seed \(seed) round \(round): \(close)")
+            }
+        }
+        waitFor { server.webSocketCount == 0 }
+        #expect(server.webSocketCount == 0, "seed \(seed)")
+        let healthy = try WebSocketTestClient(port: server.port)
+        #expect(try healthy.handshake().status == 101)
+        try healthy.send(text: "fine")
+        #expect(try healthy.readFrame()?.payload == Array("fine".utf8))
+    }
+
     @Test func clientThatNeverReadsIsDisconnectedWithBoundedMemory() throws {
         final class Flooder: WebSocketHandler {
             let results = Mutex<[WebSocketConnection.SendResult]>([])
@@ -394,5 +425,18 @@ func startWebSocketServer(
             #expect(try client.readsEOF())
         }
         #expect(handler.closeCodes.sorted() == [1001, 1001, 1001])
+    }
+}
+
+/// Seeded generator (SplitMix64) so a failure replays from its printed seed.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
