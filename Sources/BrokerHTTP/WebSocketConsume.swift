@@ -2,6 +2,7 @@ import BrokerModel
 import BrokerRuntime
 import Dispatch
 import MicroHTTP
+import WebSocketCodec
 import Synchronization
 
 /// `GET /v1/topics/{topic}/partitions/{partition}/ws?offset=...`: a partition read pushed over one

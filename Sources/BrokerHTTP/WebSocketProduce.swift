@@ -2,6 +2,7 @@ import BrokerModel
 import BrokerRuntime
 import Dispatch
 import MicroHTTP
+import WebSocketCodec
 import Synchronization
 
 /// `GET /v1/topics/{topic}/ws`: a produce session over one WebSocket.

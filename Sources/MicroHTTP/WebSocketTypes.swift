@@ -1,6 +1,6 @@
 // Re-exported: WebSocketCloseCode and friends are part of this module's public WebSocket API, so users need
 // not (and, by the layering rule, may not) import the codec themselves.
-@_exported import WebSocketCodec
+import WebSocketCodec
 
 /// Limits of one WebSocket (set per upgrade). Every buffer is bounded; a peer that exceeds one is closed.
 public struct WebSocketLimits: Sendable {

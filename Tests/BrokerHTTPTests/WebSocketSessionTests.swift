@@ -1,3 +1,4 @@
+import WebSocketCodec
 import BrokerModel
 import BrokerRuntime
 import Foundation
