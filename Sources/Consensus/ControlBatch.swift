@@ -62,3 +62,9 @@ extension RecordBatch {
     /// The Raft position of this entry: its last offset and its term.
     public var position: LogPosition { LogPosition(offset: lastOffset, term: term) }
 }
+
+extension ControlBatch {
+    /// True for the key of a record inside one of Raft's control batches. A reader that shows such
+    /// a record to a consumer has a bug.
+    public static func isRaftControlKey(_ key: [UInt8]) -> Bool { key == leaderKey || key == membershipKey }
+}
