@@ -12,6 +12,8 @@ public struct RaftSimulationOptions: Sendable {
     /// Node count; when nil, 3 or 5 drawn from the seed.
     public var nodeCount: Int?
     public var membershipChanges = true
+    /// Also trace every message sent (replaying one seed).
+    public var traceMessages = false
     public init() {}
 }
 
@@ -93,7 +95,7 @@ public final class RaftSimulation {
     var checker = RaftInvariantChecker()
     var stats = RaftSimulationStats()
     var trace: [String] = []
-    let traceMax = 400
+    var traceMax = 400
     var blocked: Set<Pair> = []
     var nextNodeID: Int32
     var nextPayload = 0
@@ -115,6 +117,7 @@ public final class RaftSimulation {
     public init(seed: UInt64, options: RaftSimulationOptions = RaftSimulationOptions()) {
         self.seed = seed
         self.options = options
+        if options.traceMessages { traceMax = 200_000 }
         var r = SplitMix64(seed: seed)
         let count = options.nodeCount ?? (r.below(2) == 0 ? 3 : 5)
         delayMax = 2 + r.below(8)
@@ -247,6 +250,7 @@ public final class RaftSimulation {
 
     func send(_ m: RaftEnvelope) {
         stats.messagesSent += 1
+        if options.traceMessages { log("send \(m)") }
         if blocked.contains(Pair(from: m.from, to: m.to)) { return }
         if !healed && random.chance(perMillion: dropRate) {
             stats.messagesDropped += 1

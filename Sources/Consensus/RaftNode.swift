@@ -666,8 +666,12 @@ public struct RaftNode<Storage: RaftStorage> {
                 progress[from] = pr
                 return
             }
-            let found = lastPosition(atOrBefore: min(hint.offset, previousOffset), termAtMost: hint.term)
-            pr.next = max(pr.match + 1, found.offset + 1)
+            // A hint below our log start means the follower needs entries we no longer have:
+            // aiming `next` there makes the next send a snapshot.
+            let found =
+                hint.offset < snapshotPoint.offset
+                ? hint.offset : lastPosition(atOrBefore: min(hint.offset, previousOffset), termAtMost: hint.term).offset
+            pr.next = max(pr.match + 1, found + 1)
             pr.state = .probe
             pr.inflight = []
             pr.probeSent = false

@@ -37,6 +37,9 @@ while let a = arguments.popFirst() {
         guard let v = arguments.popFirst(), let n = Int(v), n >= 1 else { usage() }
         options.nodeCount = n
     case "--trace": showTrace = true
+    case "--trace-messages":
+        showTrace = true
+        options.traceMessages = true
     default: usage()
     }
 }
