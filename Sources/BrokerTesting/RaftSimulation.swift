@@ -107,6 +107,8 @@ public final class RaftSimulation {
     let partitionRate: Int
     let slowDiskRate: Int
     var healed = false
+    /// Test hook: drop every message, even after healing, to show the liveness check can fail.
+    public var dropEverything = false
     var healedAt = 0
     var committedAfterHeal = false
     var proposalsAfterHeal: Set<BatchFingerprintKey> = []
@@ -251,7 +253,7 @@ public final class RaftSimulation {
     func send(_ m: RaftEnvelope) {
         stats.messagesSent += 1
         if options.traceMessages { log("send \(m)") }
-        if blocked.contains(Pair(from: m.from, to: m.to)) { return }
+        if blocked.contains(Pair(from: m.from, to: m.to)) || dropEverything { return }
         if !healed && random.chance(perMillion: dropRate) {
             stats.messagesDropped += 1
             return
