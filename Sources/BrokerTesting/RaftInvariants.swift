@@ -52,6 +52,9 @@ public struct RaftInvariantChecker: Sendable {
     public private(set) var violations: [RaftViolation] = []
     /// Every committed batch ever reported by any node, by last offset.
     public private(set) var committed: [Offset: BatchFingerprint] = [:]
+    /// The lowest term in which a node reported each committed batch: the term in which it was
+    /// committed (the leader reports its commit before any follower can learn of it).
+    public private(set) var commitTerm: [Offset: Term] = [:]
     public private(set) var leaders: [Term: NodeID] = [:]
     public private(set) var commitByNode: [NodeID: Offset] = [:]
     /// Highest commit any node has announced (for read-index freshness).
@@ -83,9 +86,11 @@ public struct RaftInvariantChecker: Sendable {
         highestCommit = max(highestCommit, commit)
     }
 
-    /// A node applied these committed batches: each must equal what any other node committed there.
-    public mutating func observeCommitted(_ node: NodeID, _ batches: [RecordBatch]) {
+    /// A node in `term` applied these committed batches: each must equal what any other node
+    /// committed there.
+    public mutating func observeCommitted(_ node: NodeID, _ batches: [RecordBatch], term: Term) {
         for b in batches {
+            commitTerm[b.lastOffset] = min(term, commitTerm[b.lastOffset] ?? term)
             let f = BatchFingerprint(b)
             if let known = committed[b.lastOffset] {
                 if known != f { report(.committedEntryChanged(node: node, at: b.lastOffset, detail: "\(known) became \(f)")) }
@@ -109,9 +114,11 @@ public struct RaftInvariantChecker: Sendable {
         }
     }
 
-    /// Leader completeness: a node that just became leader holds every committed batch above its log start.
+    /// Leader completeness: a node that just became leader of `term` holds every batch committed in
+    /// an earlier term, above its log start. (A leader of an old term, elected late, need not hold
+    /// what a newer term's leader has committed meanwhile.)
     public mutating func checkLeaderCompleteness(_ node: NodeID, term: Term, log: NodeLog) {
-        for (offset, f) in committed where offset >= log.startOffset {
+        for (offset, f) in committed where offset >= log.startOffset && (commitTerm[offset] ?? .zero) < term {
             guard let b = log.batch(endingAt: offset), BatchFingerprint(b) == f else {
                 report(.leaderIncomplete(leader: node, term: term, missing: offset))
                 return

@@ -327,7 +327,7 @@ public final class RaftSimulation {
         }
         if let c = ready.commit { checker.observeCommit(n.id, commit: c) }
         if !ready.committedEntries.isEmpty {
-            checker.observeCommitted(n.id, ready.committedEntries)
+            checker.observeCommitted(n.id, ready.committedEntries, term: raft.term)
             var records: [StoredRecord] = []
             for b in ready.committedEntries where !b.isControl {
                 if let rs = try? b.records() { records.append(contentsOf: rs) }

@@ -668,9 +668,14 @@ public struct RaftNode<Storage: RaftStorage> {
             }
             // A hint below our log start means the follower needs entries we no longer have:
             // aiming `next` there makes the next send a snapshot.
-            let found =
-                hint.offset < snapshotPoint.offset
-                ? hint.offset : lastPosition(atOrBefore: min(hint.offset, previousOffset), termAtMost: hint.term).offset
+            // Likewise when the search ends at our snapshot point with a newer term than the hint:
+            // the last agreement lies inside what we compacted.
+            let point = snapshotPoint
+            var found = hint.offset
+            if hint.offset >= point.offset {
+                let p = lastPosition(atOrBefore: min(hint.offset, previousOffset), termAtMost: hint.term)
+                found = p == point && p.term > hint.term ? point.offset - 1 : p.offset
+            }
             pr.next = max(pr.match + 1, found + 1)
             pr.state = .probe
             pr.inflight = []

@@ -41,7 +41,7 @@ import Testing
 
     @Test func leaderWithoutACommittedEntryIsReported() {
         var c = RaftInvariantChecker()
-        c.observeCommitted(NodeID(1), [batch(0, term: 1), batch(1, 2, term: 1)])
+        c.observeCommitted(NodeID(1), [batch(0, term: 1), batch(1, 2, term: 1)], term: Term(1))
         let complete = NodeLog(startOffset: .zero, commit: Offset(2), batches: [batch(0, term: 1), batch(1, 2, term: 1), batch(3, term: 2)])
         c.checkLeaderCompleteness(NodeID(2), term: Term(2), log: complete)
         #expect(c.violations.isEmpty)
@@ -50,12 +50,23 @@ import Testing
         #expect(c.violations == [.leaderIncomplete(leader: NodeID(3), term: Term(2), missing: Offset(2))])
     }
 
+    @Test func aLateLeaderOfAnOlderTermNeedNotHoldNewerCommits() {
+        var c = RaftInvariantChecker()
+        c.observeCommitted(NodeID(1), [batch(0, term: 1)], term: Term(1))
+        c.observeCommitted(NodeID(5), [batch(1, term: 5)], term: Term(5))
+        // Elected in term 4 with votes cast before term 5 began; it has offset 0 but not 1.
+        c.checkLeaderCompleteness(NodeID(2), term: Term(4), log: NodeLog(startOffset: .zero, commit: .zero, batches: [batch(0, term: 1)]))
+        #expect(c.violations.isEmpty)
+        c.checkLeaderCompleteness(NodeID(3), term: Term(6), log: NodeLog(startOffset: .zero, commit: .zero, batches: [batch(0, term: 1)]))
+        #expect(c.violations == [.leaderIncomplete(leader: NodeID(3), term: Term(6), missing: Offset(1))])
+    }
+
     @Test func changedCommittedEntryIsReported() {
         var c = RaftInvariantChecker()
-        c.observeCommitted(NodeID(1), [batch(0, term: 1, value: "x")])
-        c.observeCommitted(NodeID(2), [batch(0, term: 1, value: "x")])
+        c.observeCommitted(NodeID(1), [batch(0, term: 1, value: "x")], term: Term(1))
+        c.observeCommitted(NodeID(2), [batch(0, term: 1, value: "x")], term: Term(1))
         #expect(c.violations.isEmpty)
-        c.observeCommitted(NodeID(3), [batch(0, term: 1, value: "y")])
+        c.observeCommitted(NodeID(3), [batch(0, term: 1, value: "y")], term: Term(1))
         #expect(c.violations.count == 1)
         guard case .committedEntryChanged(let n, let at, _) = c.violations.first else { Issue.record("wrong violation"); return }
         #expect(n == NodeID(3) && at == .zero)
@@ -63,7 +74,7 @@ import Testing
 
     @Test func committedEntryChangedOrLostInADurableLogIsReported() {
         var c = RaftInvariantChecker()
-        c.observeCommitted(NodeID(1), [batch(0, term: 1), batch(1, term: 1)])
+        c.observeCommitted(NodeID(1), [batch(0, term: 1), batch(1, term: 1)], term: Term(1))
         c.checkCommittedPrefix(NodeID(2), log: NodeLog(startOffset: .zero, commit: Offset(1), batches: [batch(0, term: 1), batch(1, term: 1)]))
         // Compacted below the log start is fine.
         c.checkCommittedPrefix(NodeID(2), log: NodeLog(startOffset: Offset(1), commit: Offset(1), batches: [batch(1, term: 1)]))

@@ -34,6 +34,8 @@ import Testing
     /// Seeds that once failed, with the full runner length, kept forever.
     static let regressionSeeds: [UInt64] = [
         92,  // leader aimed a probe at its own log start instead of sending a snapshot (livelock)
+        3884, 6529, 7436, 8566,  // hint older than the leader's compacted snapshot point term: probe livelock
+        3335, 3908, 6626,  // checker: a late leader of an old term need not hold entries committed in a newer term
     ]
 
     @Test(arguments: regressionSeeds)
