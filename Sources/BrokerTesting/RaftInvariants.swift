@@ -169,6 +169,11 @@ public struct RaftInvariantChecker: Sendable {
     }
 
     public mutating func reportNotLive(_ detail: String) { report(.notLive(detail: detail)) }
+
+    /// A snapshot whose state machine image is not the image at its point.
+    public mutating func reportSnapshotMismatch(_ node: NodeID, at offset: Offset) {
+        report(.committedEntryChanged(node: node, at: offset, detail: "snapshot image does not match its point"))
+    }
 }
 
 /// A node's durable log as the checker sees it.

@@ -316,6 +316,9 @@ public final class RaftSimulation {
     func complete(_ n: Node) {
         guard let ready = n.pending, var raft = n.raft.take() else { return }
         n.pending = nil
+        if let s = ready.snapshot, let data = s.data, data != Array("state@\(s.point.offset)".utf8) {
+            checker.reportSnapshotMismatch(n.id, at: s.point.offset)
+        }
         n.disk.apply(ready)
         for e in ready.events {
             log("\(n.id): \(e)")
@@ -414,7 +417,9 @@ public final class RaftSimulation {
         guard limit > n.disk.snapshotPoint.offset, let b = n.disk.batch(containing: limit) else { return }
         let through = b.lastOffset == limit ? limit : b.baseOffset - 1
         guard through > n.disk.snapshotPoint.offset else { return }
-        n.disk.compact(through: through)
+        // The "state machine image" is a token naming its offset, so a follower that receives it
+        // can check the hand-over carried the image of exactly the snapshot point.
+        n.disk.compact(through: through, data: Array("state@\(through)".utf8))
         stats.compactions += 1
         log("\(n.id): compact through \(through)")
     }
