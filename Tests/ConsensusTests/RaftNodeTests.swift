@@ -64,6 +64,17 @@ import Testing
         }
     }
 
+    /// The Ready contract is enforced: touching the node between `ready()` and `advance(_:)` traps.
+    @Test func tickBetweenReadyAndAdvanceTraps() async {
+        await #expect(processExitsWith: .failure) {
+            let disk = MemoryRaftStorage(membership: Membership(voters: [NodeID(1)]))
+            var n = RaftNode(configuration: RaftConfiguration(id: NodeID(1), randomSeed: 1), storage: disk)
+            for _ in 0..<30 { n.tick() }
+            _ = n.ready()
+            n.tick()
+        }
+    }
+
     @Test func membershipControlBatchRoundTrips() {
         let m = Membership(voters: [NodeID(1), NodeID(3)], learners: [NodeID(9)])
         let b = ControlBatch.membership(m)
