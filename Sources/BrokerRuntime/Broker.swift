@@ -106,7 +106,12 @@ public final class Broker: Sendable {
             return r.topics.values.flatMap(\.partitions)
         }
         let flusher = flusherBox.withLock { $0 }
-        for p in partitions { flusher?.flush(p) }
+        for p in partitions {
+            // A producer may be running a flush round inline right now: let it finish (bounded) so
+            // this final round covers everything and no log is closed under a running fsync.
+            for _ in 0..<10_000 where p.state.withLock({ $0.isFlushing }) { usleep(500) }
+            flusher?.flush(p)
+        }
         flusher?.stop()
         for p in partitions { close(p, reason: .shuttingDown, delete: false) }
         logger.info("broker stopped")
@@ -372,9 +377,12 @@ public final class Broker: Sendable {
 
             var placements = [RecordPlacement](repeating: RecordPlacement(partition: PartitionID(0), offset: nil, timestamp: 0), count: records.count)
             var lastOffsets: [(Partition, Offset)] = []
+            // An acks=all request to one partition flushes on this thread when no flush round is
+            // running: no hand-over to the flusher thread, no suspend/resume of the connection.
+            let flushInline = acks == .all && byPartition.count == 1
             for (p, items) in byPartition.sorted(by: { $0.key < $1.key }) {
                 let partition = e.partitions[Int(p)]
-                let assigned = try append(items.map(\.record), to: partition, maxBatchBytes: e.config.maxMessageBytes, now: now)
+                let assigned = try append(items.map(\.record), to: partition, maxBatchBytes: e.config.maxMessageBytes, now: now, flushInline: flushInline)
                 for (k, item) in items.enumerated() {
                     placements[item.index] = RecordPlacement(partition: partition.id, offset: acks == .none ? nil : assigned[k], timestamp: item.record.timestamp)
                 }
@@ -393,16 +401,21 @@ public final class Broker: Sendable {
             }
             let tracker = ProduceTracker(partitions: lastOffsets.count, placements: placements, onFinish: { [self] in self.parked.wrappingSubtract(1, ordering: .relaxed) }, completion: completion)
             for (partition, last) in lastOffsets {
-                let state = partition.state.withLock { s -> Result<Bool, BrokerError> in
+                enum Next { case done, wait, lead }
+                let state = partition.state.withLock { s -> Result<Next, BrokerError> in
                     if let reason = s.closedReason { return .failure(reason) }
-                    if last < s.highWatermark { return .success(true) }
+                    if last < s.highWatermark { return .success(.done) }
                     s.ackWaiters.append(AckWaiter(lastOffset: last, tracker: tracker))
-                    return .success(false)
+                    guard flushInline else { return .success(.wait) }
+                    if s.isFlushing { return .success(.wait) }  // the running round hands off to the flusher
+                    s.isFlushing = true
+                    return .success(.lead)
                 }
                 switch state {
                 case .failure(let error): tracker.fail(error)
-                case .success(true): tracker.partitionDurable()
-                case .success(false): break
+                case .success(.done): tracker.partitionDurable()
+                case .success(.wait): break
+                case .success(.lead): flusherBox.withLock { $0 }?.flush(partition, isLeader: true)
                 }
             }
         } catch {
@@ -412,7 +425,9 @@ public final class Broker: Sendable {
 
     /// Appends records to one partition as one or more batches (split at `maxBatchBytes`) and queues
     /// the partition for group commit. Returns each record's offset.
-    private func append(_ records: [Record], to partition: Partition, maxBatchBytes: Int, now: Int64) throws(BrokerError) -> [Offset] {
+    /// With `flushInline`, the caller will run the flush round itself (or, if one is running, rely
+    /// on its hand-off), so the partition is not queued for the flusher thread.
+    private func append(_ records: [Record], to partition: Partition, maxBatchBytes: Int, now: Int64, flushInline: Bool = false) throws(BrokerError) -> [Offset] {
         // Encode outside the lock: only the offset stamping and the write happen under it.
         var batches: [RecordBatch] = []
         var current: [Record] = []
@@ -445,6 +460,7 @@ public final class Broker: Sendable {
                     return .failure(.storage("append to \(partition.topicPartition) failed: \(error)"))
                 }
             }
+            if flushInline { return .success((offsets, false)) }
             let enqueue = !s.isQueuedForFlush
             s.isQueuedForFlush = true
             return .success((offsets, enqueue))

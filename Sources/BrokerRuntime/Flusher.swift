@@ -25,8 +25,9 @@ final class Flusher: Sendable {
         thread.start()
     }
 
-    /// Queues `partition` for an fsync. Call only when the caller flipped `isQueuedForFlush` from
-    /// false to true under the partition lock, so each partition sits in the queue at most once.
+    /// Queues `partition` for a flush round on the flusher thread. Call only when the caller flipped
+    /// `isQueuedForFlush` from false to true under the partition lock, so each partition sits in the
+    /// queue at most once.
     func enqueue(_ partition: Partition) {
         queue.withLock { $0.append(partition) }
         wakeup.signal()
@@ -52,18 +53,32 @@ final class Flusher: Sendable {
         stopped.signal()
     }
 
-    /// Fsyncs one partition (lock released during the fsync) and wakes whoever waited for it.
-    func flush(_ partition: Partition) {
+    /// One flush round for `partition`: fsync what is appended (lock released during the fsync),
+    /// advance the high watermark, answer the producers and readers it satisfies. Rounds never
+    /// overlap on a partition; what a round leaves unflushed it hands to the flusher thread.
+    ///
+    /// `isLeader`: the caller already set `isFlushing` (a producer flushing inline, see
+    /// `Broker.produce`); otherwise this round takes the flag or, if another round runs, does nothing
+    /// (that round will hand off what is left).
+    func flush(_ partition: Partition, isLeader: Bool = false) {
         let pending = partition.state.withLock { s -> PendingFlush? in
-            s.isQueuedForFlush = false
-            guard s.closedReason == nil else { return nil }
-            return s.log.beginFlush()
+            if !isLeader {
+                s.isQueuedForFlush = false
+                guard !s.isFlushing else { return nil }
+                s.isFlushing = true
+            }
+            guard s.closedReason == nil, let p = s.log.beginFlush() else {
+                s.isFlushing = false
+                return nil
+            }
+            return p
         }
         guard let pending else { return }
         var failure: BrokerError?
         do { try pending.perform() } catch { failure = .storage("fsync of \(partition.topicPartition) failed: \(error)") }
 
-        let (acks, readers, error) = partition.state.withLock { s -> ([AckWaiter], [ReadWaiter], BrokerError?) in
+        let (acks, readers, error, handOff) = partition.state.withLock { s -> ([AckWaiter], [ReadWaiter], BrokerError?, Bool) in
+            s.isFlushing = false
             if let failure {
                 // A failed fsync leaves the file's durable content unknown: stop serving this
                 // partition rather than acknowledge anything more (Kafka marks the log dir offline).
@@ -72,11 +87,14 @@ final class Flusher: Sendable {
                 let readers = s.readWaiters
                 s.ackWaiters.removeAll()
                 s.readWaiters.removeAll()
-                return (acks, readers, failure)
+                return (acks, readers, failure, false)
             }
             s.log.completeFlush(pending)
+            // Appends that arrived during this fsync: the next round is the flusher thread's.
+            let handOff = s.log.logEndOffset > s.log.flushedOffset && !s.isQueuedForFlush
+            if handOff { s.isQueuedForFlush = true }
             let newHighWatermark = s.log.flushedOffset
-            guard newHighWatermark > s.highWatermark else { return ([], [], nil) }
+            guard newHighWatermark > s.highWatermark else { return ([], [], nil, handOff) }
             s.highWatermark = newHighWatermark
             var done = 0
             while done < s.ackWaiters.count && s.ackWaiters[done].lastOffset < newHighWatermark { done += 1 }
@@ -90,8 +108,9 @@ final class Flusher: Sendable {
                 }
                 return false
             }
-            return (acks, readers, nil)
+            return (acks, readers, nil, handOff)
         }
+        if handOff { enqueue(partition) }
         if let error {
             for a in acks { a.tracker.fail(error) }
             for r in readers { r.claim()?(.failure(error)) }

@@ -34,6 +34,10 @@ struct PartitionState: ~Copyable {
     var readWaiters: [ReadWaiter] = []
     /// True while the partition sits in the flusher's queue (so it is queued once, not per append).
     var isQueuedForFlush = false
+    /// True while a flush round runs (on the flusher thread or inline on a producer's thread). One
+    /// round at a time: appends that arrive meanwhile are covered by the next round, which the
+    /// running round hands to the flusher when it ends (group commit).
+    var isFlushing = false
     /// Set when the partition is closed (topic deleted, broker stopping, or a failed fsync):
     /// every later request gets this error.
     var closedReason: BrokerError?
