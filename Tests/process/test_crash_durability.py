@@ -1,0 +1,158 @@
+"""The acceptance test for crash durability: SIGKILL a broker while 4 producers send acks=all
+requests, restart it on the same data dir, and check the history (TESTING.md's vocabulary):
+
+- lost write: an acknowledged record is missing;
+- inconsistent offset: the record at an acknowledged offset is not the acknowledged one;
+- duplicate: one value at two offsets (every value is sent exactly once, so must be 0);
+- phantom: a value that was never sent is in the log;
+- gap: offsets are not contiguous from the log start to the high watermark;
+- the log continues: a new append lands at the old log end.
+
+Three kill cycles in one test; the history accumulates across them."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import requests
+
+TOPIC = "crash"
+PARTITIONS = 2
+THREADS = 4
+CYCLES = 3
+
+
+class History:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.acked: dict[str, tuple[int, int]] = {}  # value -> (partition, offset)
+        self.sent: set[str] = set()  # every value ever put on the wire
+        self.in_doubt: set[str] = set()  # sent, but no 200 (timeout, reset, 5xx...)
+        self.failed_statuses: dict[int, int] = {}
+
+    def ok(self, values, placements):
+        with self.lock:
+            for v, p in zip(values, placements):
+                assert v not in self.acked, f"{v} acknowledged twice"
+                self.acked[v] = (p["partition"], p["offset"])
+
+    def unknown(self, values, status=None):
+        with self.lock:
+            self.in_doubt.update(values)
+            if status is not None:
+                self.failed_statuses[status] = self.failed_statuses.get(status, 0) + 1
+
+
+def producer(url: str, thread: int, cycle: int, history: History, stop: threading.Event, rng: random.Random):
+    session = requests.Session()
+    n = 0
+    try:
+        while not stop.is_set():
+            kind = rng.randrange(4)
+            if kind < 2:
+                values = [f"t{thread}-c{cycle}-n{n}"]
+                n += 1
+                params = {"partition": str(rng.randrange(PARTITIONS))} if kind == 0 else {}
+                kw = dict(data=values[0].encode(), headers={"Content-Type": "text/plain"}, params=params)
+            else:
+                count = rng.randint(2, 6)
+                values = [f"t{thread}-c{cycle}-n{n + i}" for i in range(count)]
+                n += count
+                explicit = kind == 3
+                records = [{"value": v, **({"partition": rng.randrange(PARTITIONS)} if explicit else {})} for v in values]
+                kw = dict(json={"records": records})
+            with history.lock:
+                history.sent.update(values)
+            try:
+                r = session.post(f"{url}/v1/topics/{TOPIC}/records", timeout=5, **kw)
+            except requests.RequestException:
+                history.unknown(values)
+                # The broker is probably dead; don't spin on connection refused.
+                time.sleep(0.05)
+                continue
+            if r.status_code == 200:
+                placements = r.json()["offsets"]
+                assert len(placements) == len(values), r.text
+                assert all(isinstance(p["offset"], int) for p in placements), r.text
+                history.ok(values, placements)
+            else:
+                history.unknown(values, r.status_code)
+    finally:
+        session.close()
+
+
+def check(broker, history: History, cycle: int) -> dict:
+    """Reads every partition in full and checks the history; returns the counts."""
+    log: dict[tuple[int, int], str] = {}
+    where: dict[str, list[tuple[int, int]]] = {}
+    ends = {}
+    for p in range(PARTITIONS):
+        records, last = broker.read_all(TOPIC, p)
+        offsets = [r["offset"] for r in records]
+        start = last["log_start_offset"]
+        assert start == 0, f"partition {p}: log start offset {start}, no retention configured"
+        assert offsets == list(range(start, last["high_watermark"])), (
+            f"cycle {cycle} partition {p}: offsets not contiguous from {start} to the high watermark "
+            f"{last['high_watermark']}: gaps at {sorted(set(range(start, last['high_watermark'])) - set(offsets))[:20]}")
+        o = broker.offsets(TOPIC, p)
+        assert o["high_watermark"] == o["log_end_offset"], f"after restart every recovered record is durable: {o}"
+        ends[p] = o["log_end_offset"]
+        for r in records:
+            log[(p, r["offset"])] = r["value"]
+            where.setdefault(r["value"], []).append((p, r["offset"]))
+
+    lost = [v for v, at in history.acked.items() if v not in where]
+    inconsistent = [(v, at, log.get(at)) for v, at in history.acked.items() if v in where and log.get(at) != v]
+    duplicates = {v: at for v, at in where.items() if len(at) > 1}
+    phantoms = [v for v in where if v not in history.sent]
+    found_in_doubt = sum(1 for v in history.in_doubt if v in where)
+    counts = dict(cycle=cycle, acked=len(history.acked), in_doubt=len(history.in_doubt), found_in_doubt=found_in_doubt,
+                  found=len(where), lost=len(lost), inconsistent=len(inconsistent), duplicates=len(duplicates),
+                  phantoms=len(phantoms), log_end=ends, non_200=dict(history.failed_statuses))
+    print(counts)
+    assert not lost, f"cycle {cycle}: {len(lost)} lost writes, e.g. {[(v, history.acked[v]) for v in lost[:10]]}"
+    assert not inconsistent, f"cycle {cycle}: {len(inconsistent)} inconsistent offsets (value, acked at, found): {inconsistent[:10]}"
+    assert not duplicates, f"cycle {cycle}: {len(duplicates)} duplicates: {list(duplicates.items())[:10]}"
+    assert not phantoms, f"cycle {cycle}: values that were never sent: {phantoms[:10]}"
+
+    # New appends continue at the log end, durable (acks=all) and readable.
+    for p in range(PARTITIONS):
+        v = f"probe-c{cycle}-p{p}"
+        history.sent.add(v)
+        r = broker.post(f"/v1/topics/{TOPIC}/records", data=v.encode(), headers={"Content-Type": "text/plain"}, params={"partition": p})
+        assert r.status_code == 200, r.text
+        placement = r.json()["offsets"][0]
+        assert placement == {**placement, "partition": p, "offset": ends[p]}, f"append after restart went to {placement}, log end was {ends[p]}"
+        history.acked[v] = (p, ends[p])
+        got = broker.read(TOPIC, p, ends[p])
+        assert [x["value"] for x in got["records"]] == [v], got
+    return counts
+
+
+def test_kill9_loses_no_acknowledged_write(make_broker):
+    rng = random.Random(20261122)
+    broker = make_broker()
+    broker.create_topic(TOPIC, partitions=PARTITIONS)
+    history = History()
+    acked_before = 0
+    for cycle in range(CYCLES):
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=producer, args=(broker.url, t, cycle, history, stop, random.Random(rng.random())), daemon=True)
+            for t in range(THREADS)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(1.0, 2.0))
+        broker.kill9()  # mid-stream: no shutdown code runs
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+            assert not t.is_alive(), "a producer thread did not stop"
+        assert len(history.acked) > acked_before, f"cycle {cycle}: no produce was acknowledged before the kill"
+        broker.start()
+        check(broker, history, cycle)
+        acked_before = len(history.acked)
+    print(f"acked={len(history.acked)} in_doubt={len(history.in_doubt)} sent={len(history.sent)}")

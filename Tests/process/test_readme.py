@@ -1,0 +1,94 @@
+"""Runs every curl command of README.md's ```sh blocks, as written, against one started broker.
+
+Only `localhost:8082` is rewritten to the test broker's address. Each command must exit 0 and
+print JSON, Prometheus text or nothing; a command with a trailing `# 4xx` comment must print a JSON
+error whose error_code starts with that status; every other JSON answer must not be an error."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+MIN_CURL_LINES = 10
+EXPECTED_STATUS = re.compile(r"#\s*(\d{3})\b[^'\"]*$")
+PROMETHEUS_LINE = re.compile(
+    r"^(#\s+(HELP|TYPE)\s+\S+.*|#.*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})?\s+[-+0-9.eE]+(Inf|NaN)?(\s+\d+)?)$")
+
+
+def readme_curl_commands(text: str) -> list[str]:
+    """curl lines of ```sh blocks: continuation lines (ending in `\\`) joined; lines that start with
+    `curl ` or pipe into curl (`printf ... | curl ...`)."""
+    commands = []
+    for block in re.findall(r"^```sh[^\n]*\n(.*?)^```", text, flags=re.S | re.M):
+        joined: list[str] = []
+        pending = ""
+        for line in block.splitlines():
+            if line.rstrip().endswith("\\"):
+                pending += line.rstrip()[:-1] + " "
+                continue
+            joined.append(pending + line)
+            pending = ""
+        if pending:
+            joined.append(pending)
+        for line in joined:
+            s = line.strip()
+            if s.startswith("curl ") or re.search(r"\|\s*curl\s", s):
+                commands.append(s)
+    return commands
+
+
+def is_prometheus(text: str) -> bool:
+    lines = [l for l in text.splitlines() if l.strip()]
+    return bool(lines) and all(PROMETHEUS_LINE.match(l) for l in lines) and any(not l.startswith("#") for l in lines)
+
+
+def test_readme_has_enough_curl_lines():
+    with open(README, encoding="utf-8") as f:
+        commands = readme_curl_commands(f.read())
+    assert len(commands) >= MIN_CURL_LINES, f"README.md has only {len(commands)} curl commands: {commands}"
+
+
+def test_readme_curl_session(broker):
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    with open(README, encoding="utf-8") as f:
+        commands = readme_curl_commands(f.read())
+    assert len(commands) >= MIN_CURL_LINES, f"README.md has only {len(commands)} curl commands"
+    deleted_topics = []
+    for i, command in enumerate(commands):
+        assert "localhost:8082" in command, f"curl line {i} does not talk to localhost:8082: {command}"
+        rewritten = command.replace("localhost:8082", broker.address)
+        proc = subprocess.run(["bash", "-c", rewritten], capture_output=True, timeout=30)
+        out = proc.stdout.decode("utf-8", "replace")
+        where = f"README curl line {i}: {command}\noutput: {out[:1000]!r}\nstderr: {proc.stderr[:500]!r}"
+        assert proc.returncode == 0, f"exit status {proc.returncode}; {where}"
+        expected = EXPECTED_STATUS.search(command)
+        if out.strip() == "":
+            # Only DELETE answers 204 with no body.
+            assert re.search(r"-X\s+DELETE\b", command), f"empty output; {where}"
+            m = re.search(r"/v1/topics/([A-Za-z0-9._-]+)", command)
+            assert m, where
+            deleted_topics.append(m.group(1))
+            gone = broker.get(f"/v1/topics/{m.group(1)}")
+            assert gone.status_code == 404, f"topic still there after DELETE ({gone.status_code}); {where}"
+            continue
+        try:
+            body = json.loads(out)
+        except ValueError:
+            assert expected is None, f"expected a JSON error {expected.group(1)}; {where}"
+            assert is_prometheus(out), f"output is neither JSON nor Prometheus text; {where}"
+            continue
+        if expected:
+            status = expected.group(1)
+            assert isinstance(body, dict) and isinstance(body.get("error_code"), int), f"expected a JSON error; {where}"
+            assert str(body["error_code"])[:3] == status, f"error_code {body['error_code']} is not a {status}; {where}"
+            assert isinstance(body.get("message"), str) and body["message"], where
+        else:
+            assert not (isinstance(body, dict) and "error_code" in body), f"unexpected error answer; {where}"
+    assert deleted_topics, "the README session never deleted a topic (expected the DELETE example)"
