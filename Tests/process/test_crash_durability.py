@@ -83,7 +83,36 @@ def producer(url: str, thread: int, cycle: int, history: History, stop: threadin
         session.close()
 
 
-def check(broker, history: History, cycle: int) -> dict:
+def consumer(url: str, positions: dict, seen: dict, stop: threading.Event, problems: list):
+    """Follows both partitions with long-polls from where the last cycle's consumer stopped.
+    Checks as it goes that it never skips or goes back (poll skip / non-monotonic poll)."""
+    session = requests.Session()
+    try:
+        while not stop.is_set():
+            for p in range(PARTITIONS):
+                try:
+                    r = session.get(f"{url}/v1/topics/{TOPIC}/partitions/{p}/records",
+                                    params={"offset": positions[p], "wait_ms": 200, "max_records": 1000}, timeout=5)
+                except requests.RequestException:
+                    time.sleep(0.05)
+                    continue
+                if r.status_code != 200:
+                    continue
+                body = r.json()
+                offsets = [x["offset"] for x in body["records"]]
+                if offsets != list(range(positions[p], positions[p] + len(offsets))) or body["next_offset"] != positions[p] + len(offsets):
+                    problems.append(f"partition {p}: read at {positions[p]} returned offsets {offsets[:5]}... next {body['next_offset']}")
+                    return
+                if body["records"] and offsets[-1] >= body["high_watermark"]:
+                    problems.append(f"partition {p}: a record at or above the high watermark was returned: {body['high_watermark']}")
+                for x in body["records"]:
+                    seen[(p, x["offset"])] = x["value"]
+                positions[p] = body["next_offset"]
+    finally:
+        session.close()
+
+
+def check(broker, history: History, cycle: int, seen: dict | None = None) -> dict:
     """Reads every partition in full and checks the history; returns the counts."""
     log: dict[tuple[int, int], str] = {}
     where: dict[str, list[tuple[int, int]]] = {}
@@ -107,15 +136,18 @@ def check(broker, history: History, cycle: int) -> dict:
     inconsistent = [(v, at, log.get(at)) for v, at in history.acked.items() if v in where and log.get(at) != v]
     duplicates = {v: at for v, at in where.items() if len(at) > 1}
     phantoms = [v for v in where if v not in history.sent]
+    # "A record a consumer has seen survives a crash": everything read before the kill is still there.
+    vanished = [(at, v, log.get(at)) for at, v in (seen or {}).items() if log.get(at) != v]
     found_in_doubt = sum(1 for v in history.in_doubt if v in where)
     counts = dict(cycle=cycle, acked=len(history.acked), in_doubt=len(history.in_doubt), found_in_doubt=found_in_doubt,
                   found=len(where), lost=len(lost), inconsistent=len(inconsistent), duplicates=len(duplicates),
-                  phantoms=len(phantoms), log_end=ends, non_200=dict(history.failed_statuses))
+                  phantoms=len(phantoms), seen_by_consumer=len(seen or {}), log_end=ends, non_200=dict(history.failed_statuses))
     print(counts)
     assert not lost, f"cycle {cycle}: {len(lost)} lost writes, e.g. {[(v, history.acked[v]) for v in lost[:10]]}"
     assert not inconsistent, f"cycle {cycle}: {len(inconsistent)} inconsistent offsets (value, acked at, found): {inconsistent[:10]}"
     assert not duplicates, f"cycle {cycle}: {len(duplicates)} duplicates: {list(duplicates.items())[:10]}"
     assert not phantoms, f"cycle {cycle}: values that were never sent: {phantoms[:10]}"
+    assert not vanished, f"cycle {cycle}: records a consumer read before the crash are gone or changed: {vanished[:10]}"
 
     # New appends continue at the log end, durable (acks=all) and readable.
     for p in range(PARTITIONS):
@@ -136,6 +168,9 @@ def test_kill9_loses_no_acknowledged_write(make_broker):
     broker = make_broker()
     broker.create_topic(TOPIC, partitions=PARTITIONS)
     history = History()
+    seen: dict = {}
+    positions = {p: 0 for p in range(PARTITIONS)}
+    problems: list = []
     acked_before = 0
     for cycle in range(CYCLES):
         stop = threading.Event()
@@ -143,6 +178,7 @@ def test_kill9_loses_no_acknowledged_write(make_broker):
             threading.Thread(target=producer, args=(broker.url, t, cycle, history, stop, random.Random(rng.random())), daemon=True)
             for t in range(THREADS)
         ]
+        threads.append(threading.Thread(target=consumer, args=(broker.url, positions, seen, stop, problems), daemon=True))
         for t in threads:
             t.start()
         time.sleep(rng.uniform(1.0, 2.0))
@@ -152,7 +188,9 @@ def test_kill9_loses_no_acknowledged_write(make_broker):
             t.join(timeout=30)
             assert not t.is_alive(), "a producer thread did not stop"
         assert len(history.acked) > acked_before, f"cycle {cycle}: no produce was acknowledged before the kill"
+        assert not problems, problems
         broker.start()
-        check(broker, history, cycle)
+        counts = check(broker, history, cycle, seen)
+        assert counts["seen_by_consumer"] > 0, "the consumer read nothing"
         acked_before = len(history.acked)
     print(f"acked={len(history.acked)} in_doubt={len(history.in_doubt)} sent={len(history.sent)}")
