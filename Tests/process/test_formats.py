@@ -192,3 +192,26 @@ def test_read_limits_page_through_the_log(broker):
     assert page["records"] == [] and page["next_offset"] == 10
     page = broker.read(TOPIC, 0, "latest")
     assert page["records"] == [] and page["next_offset"] == 10
+
+
+def test_large_request_is_split_into_batches_in_order(broker):
+    broker.create_topic(TOPIC)
+    big = [{"value": f"{i:02d}" + "b" * 600_000, "partition": 0} for i in range(3)]  # > max.message.bytes together
+    small = [{"value": f"s{i}", "partition": 0} for i in range(5)]
+    r = broker.produce_json(TOPIC, big + small)
+    assert r.status_code == 200, r.text[:300]
+    assert [p["offset"] for p in r.json()["offsets"]] == list(range(8))
+    records, _ = broker.read_all(TOPIC, 0)
+    assert [x["value"][:2] for x in records[:3]] == ["00", "01", "02"]
+    assert all(len(x["value"]) == 600_002 for x in records[:3])
+    assert [x["value"] for x in records[3:]] == [f"s{i}" for i in range(5)]
+
+
+def test_max_message_bytes_is_enforced(broker):
+    broker.create_topic(TOPIC, configs={"max.message.bytes": "2048"})
+    r = broker.post(RECORDS, data=b"z" * 4096, headers={"Content-Type": "application/octet-stream"}, params={"partition": 0})
+    assert r.status_code == 413, r.text
+    assert r.json()["error_code"] // 100 == 413
+    r = broker.produce_json(TOPIC, [{"value": "q" * 500, "partition": 0} for _ in range(10)])  # split at 2 KiB
+    assert r.status_code == 200 and [p["offset"] for p in r.json()["offsets"]] == list(range(10)), r.text
+    assert broker.offsets(TOPIC, 0)["log_end_offset"] == 10
