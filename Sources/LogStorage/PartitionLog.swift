@@ -89,6 +89,8 @@ public final class PartitionLog {
     ) throws(StorageError) -> PartitionLog {
         precondition(config.segmentBytes > RecordBatch.headerBytes && config.indexIntervalBytes >= 0)
         try fileSystem.createDirectory(directory)
+        let markerPath = fileSystem.join(directory, Self.cleanShutdownMarker)
+        let wasCleanShutdown = fileSystem.fileExists(markerPath)
         var bases: [Offset] = []
         var names = Set<String>()
         for name in try fileSystem.listDirectory(directory) { names.insert(name) }
@@ -103,6 +105,7 @@ public final class PartitionLog {
             let stem: Substring? =
                 name.hasSuffix(".index") ? name.dropLast(6) : name.hasSuffix(".timeindex") ? name.dropLast(10) : nil
             if let stem, Segment.parseStem(stem) != nil, names.contains(stem + ".log") { continue }
+            if name == Self.cleanShutdownMarker { continue }
             if fileSystem.directoryExists(fileSystem.join(directory, name)) { continue }
             try fileSystem.removeFile(fileSystem.join(directory, name))
             removed = true
@@ -113,8 +116,13 @@ public final class PartitionLog {
         for (i, base) in bases.enumerated() {
             let segment = try Segment.open(
                 directory: directory, baseOffset: base, fileSystem: fileSystem, isLast: i == bases.count - 1,
-                indexIntervalBytes: config.indexIntervalBytes)
+                fullScan: i == bases.count - 1 && !wasCleanShutdown, indexIntervalBytes: config.indexIntervalBytes)
             segments.append(segment)
+        }
+        if wasCleanShutdown {
+            // From here on the files change again: the next open must not skip the full scan.
+            try fileSystem.removeFile(markerPath)
+            try fileSystem.syncDirectory(directory)
         }
         // An empty last segment says nothing about where the log ends except its base offset,
         // which is right: it was created at the previous segment's end (or by reset).
@@ -125,6 +133,10 @@ public final class PartitionLog {
     }
 
     var activeSegment: Segment { segments[segments.count - 1] }
+
+    /// Written (durably) by `close()` after everything is synced. When present on open, the last
+    /// segment is trusted up to its last index entry instead of being scanned in full.
+    static let cleanShutdownMarker = "clean-shutdown"
 
     public var sizeBytes: Int64 { segments.reduce(0) { $0 + $1.sizeBytes } }
     public var segmentCount: Int { segments.count }
@@ -195,6 +207,7 @@ public final class PartitionLog {
     }
 
     private func replaceAllSegments(baseOffset: Offset) throws(StorageError) {
+        generation += 1
         // Newest first: a crash in the middle leaves a shorter log that is still a prefix.
         for segment in segments.reversed() { try removeFiles(of: segment) }
         try fileSystem.syncDirectory(directory)
@@ -218,10 +231,11 @@ public final class PartitionLog {
         if isClosed || flushedOffset >= logEndOffset { return nil }
         var files: [any FileHandle] = []
         for segment in segments {
-            if segment.logIsDirty {
-                files.append(segment.logFile)
-                segment.logIsDirty = false
-            }
+            // Every segment holding unflushed offsets (normally only the active one: sealed ones
+            // were synced when sealed). Not a dirty flag, so a failed `perform()` that is never
+            // completed leaves nothing behind: the next flush syncs the same files again.
+            if segment.nextOffset > flushedOffset { files.append(segment.logFile) }
+            // Index files are rebuilt on recovery, so they ride along but are not required.
             if segment.indexIsDirty {
                 files.append(segment.offsetIndexFile)
                 files.append(segment.timeIndexFile)
@@ -242,16 +256,7 @@ public final class PartitionLog {
     public func flush() throws(StorageError) {
         try checkOpen()
         guard let pending = beginFlush() else { return }
-        do {
-            try pending.perform()
-        } catch {
-            // Nothing was proven durable; mark the files dirty again so a retry syncs them.
-            for segment in segments {
-                segment.logIsDirty = true
-                segment.indexIsDirty = true
-            }
-            throw error
-        }
+        try pending.perform()
         completeFlush(pending)
     }
 
@@ -376,7 +381,7 @@ public final class PartitionLog {
         try checkOpen()
         if offset >= logEndOffset { return }
         if offset <= logStartOffset {
-            try reset(to: offset < logStartOffset ? logStartOffset : offset)
+            try reset(to: logStartOffset)
             return
         }
         generation += 1
@@ -422,7 +427,6 @@ public final class PartitionLog {
     /// behind the leader's log start).
     public func reset(to offset: Offset) throws(StorageError) {
         try checkOpen()
-        generation += 1
         try replaceAllSegments(baseOffset: offset)
     }
 
@@ -434,6 +438,9 @@ public final class PartitionLog {
         for segment in segments where segment.logIsDirty || segment.indexIsDirty || segment.indexEntriesWritten < segment.offsetIndex.count {
             try segment.syncAll()
         }
+        let marker = try fileSystem.openFile(fileSystem.join(directory, Self.cleanShutdownMarker), create: true)
+        try marker.sync()
+        try fileSystem.syncDirectory(directory)
         flushedOffset = logEndOffset
         isClosed = true
         segments = []

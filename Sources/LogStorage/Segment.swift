@@ -109,10 +109,11 @@ final class Segment {
 
     /// Opens an existing segment and recovers it (see `recover`).
     static func open(
-        directory: String, baseOffset: Offset, fileSystem: any FileSystem, isLast: Bool, indexIntervalBytes: Int
+        directory: String, baseOffset: Offset, fileSystem: any FileSystem, isLast: Bool, fullScan: Bool,
+        indexIntervalBytes: Int
     ) throws(StorageError) -> Segment {
         let segment = try Segment(directory: directory, baseOffset: baseOffset, fileSystem: fileSystem, create: false)
-        try segment.recover(isLast: isLast, indexIntervalBytes: indexIntervalBytes)
+        try segment.recover(isLast: isLast, fullScan: fullScan, indexIntervalBytes: indexIntervalBytes)
         return segment
     }
 
@@ -124,18 +125,23 @@ final class Segment {
     /// last segment (a torn or corrupt tail: never fsynced, or never acknowledged); in an older
     /// segment, which was fsynced when it was sealed, the bytes are left alone and reads of them
     /// fail with `.corrupt`.
-    func recover(isLast: Bool, indexIntervalBytes: Int) throws(StorageError) {
+    ///
+    /// With `fullScan` (the last segment after an unclean shutdown) the scan starts at position 0,
+    /// so corruption anywhere in the segment is found; the loaded index entries are kept on disk
+    /// only as far as they equal the rebuilt ones.
+    func recover(isLast: Bool, fullScan: Bool, indexIntervalBytes: Int) throws(StorageError) {
         let fileBytes = try logFile.size()
+        let offsetIndexFileBytes = try offsetIndexFile.size()
+        let timeIndexFileBytes = try timeIndexFile.size()
         let offsets = try loadOffsetIndex(fileBytes: fileBytes)
         let times = try loadTimeIndex()
         var pairs = min(offsets.count, times.count)
-        while pairs > 0 && offsets[pairs - 1].relativeOffset != times[pairs - 1].relativeOffset { pairs -= 1 }
         for i in 0..<pairs where offsets[i].relativeOffset != times[i].relativeOffset {
             pairs = i
             break
         }
-        offsetIndex = Array(offsets[0..<pairs])
-        timeIndex = Array(times[0..<pairs])
+        offsetIndex = fullScan ? [] : Array(offsets[0..<pairs])
+        timeIndex = fullScan ? [] : Array(times[0..<pairs])
 
         var start: Int64 = 0
         if let last = offsetIndex.last {
@@ -150,9 +156,6 @@ final class Segment {
                 timeIndex = []
             }
         }
-        indexEntriesWritten = offsetIndex.count
-        let onDiskEntriesChanged = offsets.count != offsetIndex.count || times.count != timeIndex.count
-
         if start == 0 { maxTimestamp = -1 }
         nextOffset = baseOffset
         bytesSinceIndexEntry = 0
@@ -189,7 +192,15 @@ final class Segment {
             try logFile.truncate(to: validEnd)
             try logFile.sync()
         }
-        if onDiskEntriesChanged {
+        // Keep on disk the entries that agree with the rebuilt index; cut the rest (rewritten lazily).
+        var common = 0
+        while common < min(offsetIndex.count, pairs) && offsetIndex[common] == offsets[common] && timeIndex[common] == times[common] {
+            common += 1
+        }
+        indexEntriesWritten = common
+        if offsetIndexFileBytes != Int64(common * Segment.offsetIndexEntryBytes)
+            || timeIndexFileBytes != Int64(common * Segment.timeIndexEntryBytes)
+        {
             try offsetIndexFile.truncate(to: Int64(indexEntriesWritten * Segment.offsetIndexEntryBytes))
             try timeIndexFile.truncate(to: Int64(indexEntriesWritten * Segment.timeIndexEntryBytes))
             try offsetIndexFile.sync()
@@ -255,7 +266,14 @@ final class Segment {
     func append(_ bytes: [UInt8], header: BatchHeader, indexIntervalBytes: Int) throws(StorageError) {
         precondition(header.baseOffset >= nextOffset, "batch offsets go backwards in segment \(baseOffset)")
         precondition(sizeBytes + Int64(bytes.count) <= Int64(Int32.max), "segment position overflows Int32")
-        try logFile.write(bytes, at: sizeBytes)
+        do {
+            try logFile.write(bytes, at: sizeBytes)
+        } catch {
+            // A partial write (disk full) may have left bytes past the end: cut them, best effort,
+            // so the next append does not leave a garbage tail behind a shorter batch.
+            try? logFile.truncate(to: sizeBytes)
+            throw error
+        }
         logIsDirty = true
         noteIndexEntry(for: header, at: sizeBytes, indexIntervalBytes: indexIntervalBytes)
         if firstBatchTimestamp == nil { firstBatchTimestamp = header.maxTimestamp }

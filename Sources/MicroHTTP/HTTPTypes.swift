@@ -20,8 +20,10 @@ public struct HTTPServerConfiguration: Sendable {
     /// `Content-Length` is refused before the body is read (and the connection closed); a chunked body is
     /// counted as it streams, discarded past the limit and answered 413 once drained.
     public var requestBodyBytesMax: Int = 16 << 20
-    /// Renders the server's own errors (413, 503 during shutdown, 500 for an invalid response...) so that
-    /// an application can make them JSON.
+    /// Renders the server's own errors (413 body too large, 503 during shutdown) so that an application can
+    /// make them JSON. Errors libmicrohttpd produces before any callback runs cannot be rendered here
+    /// (0.9.75 has no hook): 431 for headers over ``connectionMemoryBytes`` (a small HTML page), and a
+    /// plain close for an unparsable request line.
     public var errorBody: @Sendable (_ status: Int, _ message: String) -> (contentType: String, body: [UInt8]) = {
         _, message in ("text/plain; charset=utf-8", Array((message + "\n").utf8))
     }

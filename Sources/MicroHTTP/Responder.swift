@@ -19,7 +19,9 @@ enum RequestPhase {
     case handling
     case respondedWhileHandling(Answer)
     case suspended
-    case resumed(Answer)
+    /// `byServer`: the shutdown sweep answered; the request ends `answeredByServer`, not `sent`, so the
+    /// application's late answer is not mistaken for a duplicate.
+    case resumed(Answer, byServer: Bool)
     case sent
     case answeredByServer
     case completed
@@ -34,7 +36,7 @@ enum Answer {
 /// Per-request state, retained in MHD's `con_cls` from the first call of the access handler and released
 /// in `MHD_OPTION_NOTIFY_COMPLETED`. Also kept alive by the ``Responder`` the application holds.
 ///
-/// `@unchecked Sendable`: `phase` is guarded by its Mutex; `body`, `bodyBytesSeen` and `isBodyTooLarge`
+/// `@unchecked Sendable`: `phase` is guarded by its Mutex; `body`, `bodyBytesSeen`, `isBodyTooLarge` and `isHead`
 /// are touched only from the access handler, which MHD calls for one connection at a time.
 final class RequestContext: @unchecked Sendable {
     let connection: ConnectionHandle
@@ -43,6 +45,7 @@ final class RequestContext: @unchecked Sendable {
     var body: [UInt8] = []
     var bodyBytesSeen = 0
     var isBodyTooLarge = false
+    var isHead = false
 
     init(connection: ConnectionHandle, core: ServerCore) {
         self.connection = connection
@@ -63,7 +66,7 @@ final class RequestContext: @unchecked Sendable {
                 phase = .respondedWhileHandling(answer)
                 return .willBeSent
             case .suspended:
-                phase = .resumed(answer)
+                phase = .resumed(answer, byServer: fromServer)
                 return .resumeConnection
             case .answeredByServer, .completed:
                 // The server answered already (shutdown, client gone): a late answer is expected.
@@ -94,30 +97,49 @@ final class RequestContext: @unchecked Sendable {
 /// ``HTTPServer/duplicateResponseCount``. Calls after the server answered the request itself (503 at
 /// shutdown) or after the client went away are ignored silently.
 public final class Responder: Sendable {
-    let context: RequestContext
+    enum Target {
+        case connection(RequestContext)
+        case recorder(ResponseRecorder)
+    }
+    let target: Target
 
     init(context: RequestContext) {
-        self.context = context
+        target = .connection(context)
+    }
+
+    init(recorder: ResponseRecorder) {
+        target = .recorder(recorder)
     }
 
     public func respond(_ response: HTTPResponse) {
         precondition((100...999).contains(response.status), "HTTP status out of range: \(response.status)")
-        context.respond(.full(response), fromServer: false)
+        switch target {
+        case .connection(let context): context.respond(.full(response), fromServer: false)
+        case .recorder(let recorder): recorder.record(.full(response))
+        }
     }
 
     /// Answers with a streaming body (chunked transfer encoding, for Server-Sent Events or NDJSON): sends
     /// `status` and `headers` now, then whatever is written to the returned ``ResponseStream`` until
     /// ``ResponseStream/finish()``. Once-only like ``respond(_:)``; if the request was already answered the
-    /// stream comes back closed. `bufferBytesMax` bounds the bytes written but not yet sent.
+    /// stream comes back closed. For HEAD only the head is sent and the stream is closed at once.
+    /// `bufferBytesMax` bounds the bytes written but not yet sent.
     public func respondStreaming(
         status: Int, headers: [(name: String, value: String)] = [], bufferBytesMax: Int = 1 << 20
     ) -> ResponseStream {
         precondition((100...999).contains(status), "HTTP status out of range: \(status)")
         precondition(bufferBytesMax > 0, "a stream needs a buffer")
-        let stream = ResponseStream(core: context.core, connection: context.connection, bufferBytesMax: bufferBytesMax)
-        if !context.respond(.stream(status: status, headers: headers, stream), fromServer: false) {
-            stream.markClosed()
+        switch target {
+        case .connection(let context):
+            let stream = ResponseStream(core: context.core, connection: context.connection, bufferBytesMax: bufferBytesMax)
+            if !context.respond(.stream(status: status, headers: headers, stream), fromServer: false) {
+                stream.markClosed()
+            }
+            return stream
+        case .recorder(let recorder):
+            let stream = ResponseStream(core: nil, connection: nil, bufferBytesMax: bufferBytesMax)
+            if !recorder.record(.stream(status: status, headers: headers, stream)) { stream.markClosed() }
+            return stream
         }
-        return stream
     }
 }

@@ -33,13 +33,14 @@ public final class ResponseStream: Sendable {
         var pendingBytes: Int { buffer.count - readOffset }
     }
 
-    let core: ServerCore
-    let connection: ConnectionHandle
+    /// Both nil for a stream detached from any connection (``ResponseRecorder``); never nil when MHD reads it.
+    let core: ServerCore?
+    let connection: ConnectionHandle?
     let bufferBytesMax: Int
     /// Lock order: `core.shared` before `state`.
     let state = Mutex(State())
 
-    init(core: ServerCore, connection: ConnectionHandle, bufferBytesMax: Int) {
+    init(core: ServerCore?, connection: ConnectionHandle?, bufferBytesMax: Int) {
         self.core = core
         self.connection = connection
         self.bufferBytesMax = bufferBytesMax
@@ -54,7 +55,7 @@ public final class ResponseStream: Sendable {
             state.buffer += bytes
             return (.accepted, takeResume(&state))
         }
-        if resume { MHD_resume_connection(connection.pointer) }
+        if resume, let connection { MHD_resume_connection(connection.pointer) }
         return result
     }
 
@@ -64,7 +65,7 @@ public final class ResponseStream: Sendable {
             state.isFinished = true
             return takeResume(&state)
         }
-        if resume { MHD_resume_connection(connection.pointer) }
+        if resume, let connection { MHD_resume_connection(connection.pointer) }
     }
 
     /// True once the response is over: fully sent after ``finish()``, or the client went away.
@@ -90,6 +91,16 @@ public final class ResponseStream: Sendable {
         return true
     }
 
+    /// Takes the buffered bytes (detached streams only: a ``ResponseRecorder`` plays the client).
+    func takeBuffered() -> (bytes: [UInt8], isFinished: Bool) {
+        state.withLock { state in
+            let bytes = Array(state.buffer[state.readOffset...])
+            state.buffer = []
+            state.readOffset = 0
+            return (bytes, state.isFinished)
+        }
+    }
+
     func markClosed() {
         let handlers: [@Sendable () -> Void] = state.withLock { state in
             state.isClosed = true
@@ -110,7 +121,7 @@ public final class ResponseStream: Sendable {
 
     static let released: MHD_ContentReaderFreeCallback = { cls in
         let stream = Unmanaged<ResponseStream>.fromOpaque(cls!).takeRetainedValue()
-        stream.core.shared.withLock { shared in
+        stream.core!.shared.withLock { shared in
             shared.streams.removeValue(forKey: ObjectIdentifier(stream))
             stream.state.withLock { state in
                 if state.isParked {
@@ -142,7 +153,7 @@ public final class ResponseStream: Sendable {
         // Fast path without the server lock, unless this read follows a resume (the parked count must drop).
         let quick: Int? = state.withLock { state in state.isParked ? nil : copy(&state) }
         if let quick { return quick }
-        return core.shared.withLock { shared in
+        return core!.shared.withLock { shared in
             state.withLock { state in
                 if state.isParked {
                     state.isParked = false
@@ -154,7 +165,7 @@ public final class ResponseStream: Sendable {
                     state.isFinished = true
                     return cmhd_content_reader_end_of_stream()
                 }
-                MHD_suspend_connection(connection.pointer)
+                MHD_suspend_connection(connection!.pointer)
                 state.isSuspended = true
                 state.isParked = true
                 shared.parkedStreamCount += 1

@@ -1,4 +1,5 @@
 import CMicroHTTPD
+import Glibc
 import Synchronization
 
 /// State shared by the libmicrohttpd callbacks of one server. The daemon's `cls` points here (unretained:
@@ -72,13 +73,18 @@ final class ServerCore: Sendable {
         guard let raw = requestContext.pointee else {
             // First call: headers only.
             let context = RequestContext(connection: connection, core: self)
+            context.isHead = strcmp(method, "HEAD") == 0
             requestContext.pointee = Unmanaged.passRetained(context).toOpaque()
             if let declared = MHD_lookup_connection_value(connection.pointer, .HEADER_KIND, "Content-Length"),
-                let length = Int(String(cString: declared)), length > configuration.requestBodyBytesMax
+                let length = Int(String(cString: declared))
             {
-                // Refuse before reading (and before "100 Continue"); the unread body forces a close.
-                context.phase.withLock { $0 = .answeredByServer }
-                return queueError(413, "request body larger than \(configuration.requestBodyBytesMax) bytes", on: connection, close: true)
+                guard length <= configuration.requestBodyBytesMax else {
+                    // Refuse before reading (and before "100 Continue"); the unread body forces a close.
+                    context.phase.withLock { $0 = .answeredByServer }
+                    return queueError(
+                        413, "request body larger than \(configuration.requestBodyBytesMax) bytes", on: connection, close: true)
+                }
+                context.body.reserveCapacity(length)  // bounded by the check above
             }
             return .YES
         }
@@ -104,10 +110,10 @@ final class ServerCore: Sendable {
         switch current {
         case .receiving:
             break
-        case .resumed(let answer):
-            context.phase.withLock { $0 = .sent }
+        case .resumed(let answer, let byServer):
+            context.phase.withLock { $0 = byServer ? .answeredByServer : .sent }
             shared.withLock { _ = $0.parked.removeValue(forKey: context.identifier) }
-            return queue(answer, on: connection)
+            return queue(answer, on: connection, isHead: context.isHead)
         default:
             // Already answered by the server (413 up front): nothing more to do.
             return .YES
@@ -141,7 +147,7 @@ final class ServerCore: Sendable {
             }
             return nil
         }
-        if let early { return queue(early, on: context.connection) }
+        if let early { return queue(early, on: context.connection, isHead: context.isHead) }
 
         let next: Next = shared.withLock { shared in
             context.phase.withLock { phase in
@@ -164,7 +170,7 @@ final class ServerCore: Sendable {
             }
         }
         switch next {
-        case .send(let answer): return queue(answer, on: context.connection)
+        case .send(let answer): return queue(answer, on: context.connection, isHead: context.isHead)
         case .suspended: return .YES
         case .shuttingDown: return queueError(503, "server shutting down", on: context.connection, close: true)
         }
@@ -207,10 +213,15 @@ final class ServerCore: Sendable {
         queue(errorResponse(status, message, close: close), on: connection)
     }
 
-    private func queue(_ answer: Answer, on connection: ConnectionHandle) -> MHD_Result {
+    private func queue(_ answer: Answer, on connection: ConnectionHandle, isHead: Bool) -> MHD_Result {
         switch answer {
         case .full(let response):
             return queue(response, on: connection)
+        case .stream(let status, let headers, let stream) where isHead:
+            // MHD 0.9.75 sends the terminating "0" chunk even for HEAD, corrupting keep-alive framing:
+            // answer HEAD with the head only, and tell the producer at once that nobody reads the body.
+            stream.markClosed()
+            return queue(HTTPResponse(status: status, headers: headers), on: connection)
         case .stream(let status, let headers, let stream):
             return queueStream(stream, status: status, headers: headers, on: connection)
         }

@@ -42,6 +42,30 @@ import Testing
         }
     }
 
+    /// An unclean shutdown (no `close()`) on either file system: the last segment is scanned in
+    /// full and a garbage tail (a torn write) is cut off.
+    @Test(arguments: FileSystemKind.allCases)
+    func reopenWithoutCloseCutsAGarbageTail(kind: FileSystemKind) throws {
+        try withFileSystem(kind) { fs, dir in
+            let config = smallConfig(segmentBytes: 3_000, indexIntervalBytes: 100)
+            var log: PartitionLog? = try openLog(fs, dir, config)
+            for i in 0..<40 { try log!.append(makeBatch(3, tag: i), nowMilliseconds: 0) }
+            try log!.flush()
+            let activeName = try fs.listDirectory(dir).filter { $0.hasSuffix(".log") }.sorted().last!
+            let size = log!.sizeBytes
+            log = nil  // abandoned, as by a crash: no clean-shutdown marker
+            let file = try fs.openFile(fs.join(dir, activeName), create: false)
+            let validBytes = try file.size()
+            try file.write([0, 0, 0, 0, 0, 0, 0, 120, 0, 0, 0, 200, 1, 2, 3, 2, 9, 9], at: validBytes)
+            let reopened = try openLog(fs, dir, config)
+            #expect(reopened.logEndOffset == Offset(120) && reopened.sizeBytes == size)
+            #expect(try file.size() == validBytes)
+            #expect(try readAll(reopened).map { try tag(of: $0) } == Array(0..<40))
+            #expect(try reopened.append(makeBatch(1, tag: 40), nowMilliseconds: 0).first == Offset(120))
+            try reopened.delete()
+        }
+    }
+
     @Test func appendAtOwnOffsetKeepsOffsetsAndAllowsGaps() throws {
         let fs = SimulatedFileSystem()
         let log = try openLog(fs, "/p")
@@ -231,16 +255,26 @@ import Testing
 
     @Test func failedSyncLeavesFlushedOffsetAndRetrySucceeds() throws {
         let fs = SimulatedFileSystem()
-        let log = try openLog(fs, "/p")
+        var log = try openLog(fs, "/p")
         try log.append(makeBatch(2, tag: 0), nowMilliseconds: 0)
         fs.failNextSyncs(1)
         #expect(throws: StorageError.self) { try log.flush() }
         #expect(log.flushedOffset == .zero)
         try log.flush()
         #expect(log.flushedOffset == Offset(2))
+        // A failed three-step flush that is never completed: the next flush syncs the data again.
+        try log.append(makeBatch(2, tag: 1), nowMilliseconds: 0)
+        let failing = try #require(log.beginFlush())
+        fs.failNextSyncs(1)
+        #expect(throws: StorageError.self) { try failing.perform() }
+        try log.flush()
+        #expect(log.flushedOffset == Offset(4))
+        fs.crash(seed: 2, mode: .drop)
+        log = try openLog(fs, "/p")
+        #expect(try readAll(log).map { try tag(of: $0) } == [0, 1])
         fs.diskFull = true
-        #expect(throws: StorageError.self) { try log.append(makeBatch(2, tag: 1), nowMilliseconds: 0) }
-        #expect(log.logEndOffset == Offset(2))
+        #expect(throws: StorageError.self) { try log.append(makeBatch(2, tag: 2), nowMilliseconds: 0) }
+        #expect(log.logEndOffset == Offset(4))
     }
 
     /// Not timed: catches accidental quadratic behaviour; prints a rough figure only.

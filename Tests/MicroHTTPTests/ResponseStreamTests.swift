@@ -112,3 +112,75 @@ import Testing
         }
     }
 }
+
+@Suite struct StreamAndParkingRaceTests {
+    @Test func manySmallWritesRacingTheReaderArriveInOrder() throws {
+        let lines = 3_000
+        let server = try startServer { _, responder in
+            let stream = responder.respondStreaming(status: 200, bufferBytesMax: 256)
+            DispatchQueue.global().async {
+                var index = 0
+                while index < lines {
+                    switch stream.write(Array("\(index)\n".utf8)) {
+                    case .accepted:
+                        index += 1
+                        if index % 7 == 0 { sched_yield() }
+                    case .bufferFull: usleep(100)
+                    case .closed: return
+                    }
+                }
+                stream.finish()
+            }
+        }
+        defer { server.stop(timeoutSeconds: 1) }
+        let client = try TestClient(port: server.port)
+        for _ in 0..<3 {
+            let response = try client.request("GET", "/numbers")
+            let expected = (0..<lines).map { "\($0)\n" }.joined()
+            #expect(response.text == expected)
+        }
+    }
+
+    @Test func parkedRequestWhoseClientLeftIsCleanedUpOnRespond() throws {
+        let parked = Mutex<Responder?>(nil)
+        let server = try startServer { request, responder in
+            if request.path == "/x" { return responder.respond(HTTPResponse(status: 204)) }
+            parked.withLock { $0 = responder }
+        }
+        defer { server.stop(timeoutSeconds: 1) }
+        do {
+            let client = try TestClient(port: server.port)
+            try client.sendRequest("GET", "/gone")
+            waitFor { server.suspendedCount == 1 }
+        }  // the client leaves while the request is parked
+        #expect(server.suspendedCount == 1)  // MHD cannot notice while suspended
+        try #require(parked.withLock { $0 }).respond(HTTPResponse(status: 200, body: Array("nobody listens".utf8)))
+        waitFor { server.suspendedCount == 0 }
+        #expect(server.suspendedCount == 0)
+        // The server still works.
+        #expect(try TestClient(port: server.port).request("GET", "/x").status == 204)
+    }
+}
+
+@Suite struct DeferredStreamTests {
+    @Test func streamStartedLaterFromAnotherThreadAndHead() throws {
+        let server = try startServer { _, responder in
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) {
+                let stream = responder.respondStreaming(status: 201, headers: [("Content-Type", "application/x-ndjson")])
+                stream.write(Array("{\"a\":1}\n".utf8))
+                stream.finish()
+            }
+        }
+        defer { server.stop(timeoutSeconds: 1) }
+        let client = try TestClient(port: server.port)
+        let response = try client.request("GET", "/later")
+        #expect(response.status == 201)
+        #expect(response.header("Content-Type") == "application/x-ndjson")
+        #expect(response.text == "{\"a\":1}\n")
+        let head = try client.request("HEAD", "/later")
+        #expect(head.status == 201)
+        #expect(try client.request("GET", "/again").text == "{\"a\":1}\n")
+        waitFor { server.suspendedCount == 0 }
+        #expect(server.suspendedCount == 0)
+    }
+}
