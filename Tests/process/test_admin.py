@@ -252,3 +252,67 @@ def test_size_retention_moves_log_start(make_broker):
     assert_error(broker.get("/v1/topics/ret/partitions/0/records", params={"offset": 0}), 416)
     d = broker.get("/v1/topics/ret").json()["partitions"][0]
     assert d["log_start_offset"] == start and d["size_bytes"] < 4 * 1024 * 1024, d
+
+
+def _fill(broker, topic, megabytes, timestamp=None):
+    n = 0
+    record_bytes = 10_000
+    while n * record_bytes < megabytes * 1024 * 1024:
+        records = [{"value": f"{n + i:08d}:" + "x" * record_bytes, "partition": 0, **({"timestamp": timestamp} if timestamp else {})}
+                   for i in range(50)]
+        r = broker.produce_json(topic, records, acks="1")
+        assert r.status_code == 200, r.text[:300]
+        n += 50
+    return n
+
+
+def _wait_log_start(broker, topic, timeout=10):
+    deadline = time.monotonic() + timeout
+    o = broker.offsets(topic, 0)
+    while o["log_start_offset"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        o = broker.offsets(topic, 0)
+    return o
+
+
+def test_time_retention_deletes_old_segments(make_broker):
+    broker = make_broker(["--retention-check-interval-ms", "200"])
+    broker.create_topic("old", partitions=1, configs={"segment.bytes": "1048576", "retention.ms": "3600000"})
+    n = _fill(broker, "old", 3, timestamp=1000)  # records from 1970: every sealed segment is past retention
+    o = _wait_log_start(broker, "old")
+    assert o["log_start_offset"] > 0, f"time retention did not run within 10 s: {o}"
+    assert o["log_end_offset"] == n
+    page = broker.read("old", 0, "earliest", max_records=1)
+    assert page["records"][0]["offset"] == o["log_start_offset"] == page["log_start_offset"]
+    # retention.ms = -1 keeps everything: a second topic with old records is untouched.
+    broker.create_topic("forever", partitions=1, configs={"segment.bytes": "1048576", "retention.ms": "-1"})
+    _fill(broker, "forever", 3, timestamp=1000)
+    time.sleep(1.0)  # several retention passes
+    assert broker.offsets("forever", 0)["log_start_offset"] == 0
+
+
+def test_altered_retention_applies_to_the_live_log(make_broker):
+    broker = make_broker(["--retention-check-interval-ms", "200"])
+    broker.create_topic("later", partitions=1, configs={"segment.bytes": "1048576"})
+    n = _fill(broker, "later", 4)
+    time.sleep(0.6)
+    assert broker.offsets("later", 0)["log_start_offset"] == 0, "retention ran without a limit"
+    r = broker.patch("/v1/topics/later", json={"configs": {"retention.bytes": "1048576"}})
+    assert r.status_code == 200 and r.json()["configs"]["retention.bytes"] == "1048576", r.text
+    o = _wait_log_start(broker, "later")
+    assert o["log_start_offset"] > 0 and o["log_end_offset"] == n, f"the new retention.bytes was not applied: {o}"
+    # And it is still the config after a restart.
+    assert broker.terminate() == 0
+    broker.start()
+    assert broker.get("/v1/topics/later").json()["configs"]["retention.bytes"] == "1048576"
+    assert broker.offsets("later", 0)["log_start_offset"] >= o["log_start_offset"]
+
+
+def test_explicit_partition_beats_the_key(broker):
+    broker.create_topic("both", partitions=6)
+    key = "order-17"
+    other = (kafka_partition(key.encode(), 6) + 1) % 6
+    r = broker.produce_json("both", [{"key": key, "value": "v", "partition": other}])
+    assert r.json()["offsets"][0]["partition"] == other
+    r = broker.post("/v1/topics/both/records", data=b"v", headers={"Content-Type": "text/plain"}, params={"key": key, "partition": other})
+    assert r.json()["offsets"][0]["partition"] == other
