@@ -11,7 +11,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -34,10 +33,10 @@ class Broker:
     The broker's working directory is `root` too, so a file written through a relative path
     (or a path that escaped the data dir) shows up in `root` where the bad-input test looks."""
 
-    def __init__(self, binary: str, root: str, extra_args=()):
+    def __init__(self, binary: str, root: str, extra_args=(), data_dir: str | None = None):
         self.binary = binary
         self.root = root
-        self.data_dir = os.path.join(root, "data")
+        self.data_dir = data_dir or os.path.join(root, "data")
         self.log_path = os.path.join(root, "broker.log")
         self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
@@ -332,8 +331,3 @@ def new_root(prefix: str = "petrel-proc-") -> str:
 def remove_root(root: str) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
