@@ -1,7 +1,8 @@
 """Runs every curl command of README.md's ```sh blocks, as written, against one started broker.
 
 Only `localhost:8082` is rewritten to the test broker's address. Each command must exit 0 and
-print JSON, Prometheus text or nothing; a command with a trailing `# 4xx` comment must print a JSON
+print JSON, Prometheus text, nothing (DELETE), or — when it asks for a stream with an Accept
+header — well-formed SSE / NDJSON carrying exactly `stream_limit` consecutive records; a command with a trailing `# 4xx` comment must print a JSON
 error whose error_code starts with that status; every other JSON answer must not be an error."""
 
 from __future__ import annotations
@@ -43,6 +44,48 @@ def readme_curl_commands(text: str) -> list[str]:
     return commands
 
 
+def check_sse(text: str, where: str) -> list[dict]:
+    """Server-Sent Events: blank lines, `: comments` and `field: value` lines; each `data:` is JSON.
+    Returns the data of the `record` events."""
+    records = []
+    event = {}
+    for line in text.split("\n") + [""]:
+        line = line.rstrip("\r")
+        if line == "":
+            if event.get("event", "message") == "record" and "data" in event:
+                records.append(event["data"])
+            event = {}
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        assert field in ("event", "data", "id", "retry"), f"not an SSE line: {line!r}; {where}"
+        value = value[1:] if value.startswith(" ") else value
+        if field == "data":
+            try:
+                event["data"] = json.loads(value)
+            except ValueError:
+                raise AssertionError(f"SSE data is not JSON: {value[:200]!r}; {where}")
+        else:
+            event[field] = value
+    return records
+
+
+def check_ndjson(text: str, where: str) -> list[dict]:
+    """One JSON read result per line; returns all their records."""
+    records = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"NDJSON line is not JSON: {line[:200]!r}; {where}")
+        assert isinstance(obj, dict) and "error_code" not in obj, f"NDJSON line is an error: {line[:200]}; {where}"
+        records.extend(obj.get("records", []))
+    return records
+
+
 def is_prometheus(text: str) -> bool:
     lines = [l for l in text.splitlines() if l.strip()]
     return bool(lines) and all(PROMETHEUS_LINE.match(l) for l in lines) and any(not l.startswith("#") for l in lines)
@@ -77,6 +120,24 @@ def test_readme_curl_session(broker):
             deleted_topics.append(m.group(1))
             gone = broker.get(f"/v1/topics/{m.group(1)}")
             assert gone.status_code == 404, f"topic still there after DELETE ({gone.status_code}); {where}"
+            continue
+        streamed = None
+        if "text/event-stream" in command:
+            assert expected is None, where
+            streamed = check_sse(out, where)
+        elif re.search(r"Accept:\s*application/x-ndjson", command):
+            assert expected is None, where
+            streamed = check_ndjson(out, where)
+        if streamed is not None:
+            limit = re.search(r"stream_limit=(\d+)", command)
+            assert streamed, f"the stream delivered no records; {where}"
+            if limit:
+                assert len(streamed) == int(limit.group(1)), f"{len(streamed)} records for stream_limit={limit.group(1)}; {where}"
+            offsets = [r["offset"] for r in streamed]
+            assert offsets == list(range(offsets[0], offsets[0] + len(offsets))), f"stream offsets {offsets}; {where}"
+            start = re.search(r"offset=(\d+)", command)
+            if start:
+                assert offsets[0] == int(start.group(1)), f"stream started at {offsets[0]}; {where}"
             continue
         try:
             body = json.loads(out)
