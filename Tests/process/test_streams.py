@@ -202,3 +202,49 @@ def test_sigterm_ends_open_streams_and_exits_zero(broker):
     assert took < 10, f"shutdown with open streams took {took:.1f}s"
     assert len(ended) == 3, ended
     print(f"streams ended: {ended}, shutdown took {took:.2f}s")
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_stream_clients_hold_bounded_memory(broker):
+    """README: a client that stops reading holds at most one 4 MiB stream buffer. Six streams that
+    never read, over a 20 MB log, must not make the broker buffer the log for each of them
+    (that would be 120 MB or more; the bound allows 8 MiB per stream plus 32 MiB)."""
+    broker.create_topic(TOPIC)
+    chunk = "w" * 10_000
+    for k in range(20):
+        r = broker.produce_json(TOPIC, [{"value": chunk, "partition": 0} for _ in range(100)])
+        assert r.status_code == 200, r.text[:200]
+    assert broker.offsets(TOPIC, 0)["high_watermark"] == 2000
+    baseline = _rss_bytes(broker.pid)
+    streams = [open_stream(broker, "sse" if i % 2 else "ndjson", offset="earliest", stream_timeout=120) for i in range(6)]
+    try:
+        for s in streams:
+            assert s.status_code == 200
+        time.sleep(2)  # let the broker fill whatever it is going to fill
+        assert broker.get("/healthz").status_code == 200
+        assert broker.read(TOPIC, 0, 0, max_records=1)["records"]
+        grown = _rss_bytes(broker.pid) - baseline
+        print(f"RSS grew {grown / 2**20:.1f} MiB with 6 stalled streams over a {20 * 100 * 10_000 / 2**20:.0f} MiB log")
+        assert grown < 6 * 8 * 2**20 + 32 * 2**20, f"RSS grew by {grown / 2**20:.0f} MiB for 6 stalled streams"
+        for s in streams[1:]:
+            s.close()
+        # A stalled stream still delivers everything, in order, once its client reads.
+        count = 0
+        for line in streams[0].iter_lines(chunk_size=1 << 16):
+            if line:
+                body = json.loads(line)
+                assert [x["offset"] for x in body["records"]] == list(range(count, count + len(body["records"])))
+                count += len(body["records"])
+                if count >= 2000:
+                    break
+        assert count == 2000
+    finally:
+        for s in streams:
+            s.close()
