@@ -46,11 +46,11 @@ def loop_disk():
     try:
         with open(image, "wb") as f:
             f.truncate(256 * 1024 * 1024)
-        _run("mkfs.ext4", "-q", "-F", image)
         try:
+            _run("mkfs.ext4", "-q", "-F", image)
             _run("mount", "-o", "loop", image, mnt)
         except subprocess.CalledProcessError as e:
-            pytest.skip(f"cannot loop-mount an image here: {e.stderr.decode()[-200:]}")
+            pytest.skip(f"cannot make and loop-mount an ext4 image here: {e.stderr.decode()[-200:]}")
         yield root, image, mnt
     finally:
         _umount(mnt)
