@@ -192,7 +192,7 @@ def _send_oversized(b, path: str, total: int, chunked: bool) -> tuple[int, bytes
         if not chunked:
             # A too large Content-Length may be refused right after the headers; give the answer a
             # moment so we do not write into a closing socket (which can turn the answer into a reset).
-            select.select([sock], [], [], 2.0)
+            select.select([sock], [], [], 10.0)
         chunk = b"x" * 65536
         sent = 0
         try:
