@@ -44,7 +44,7 @@ let package = Package(
         ),
         .target(
             name: "BrokerHTTP",
-            dependencies: ["BrokerModel", "BrokerRuntime", "MicroHTTP", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["BrokerModel", "BrokerRuntime", "MicroHTTP", "WebSocketCodec", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -77,9 +77,9 @@ let package = Package(
         .testTarget(name: "LogStorageTests", dependencies: ["LogStorage", "BrokerTesting", "BrokerModel"], swiftSettings: swiftSettings),
         .testTarget(name: "BrokerClientTests", dependencies: ["BrokerClient", "MicroHTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "WebSocketCodecTests", dependencies: ["WebSocketCodec"], swiftSettings: swiftSettings),
-        .testTarget(name: "MicroHTTPTests", dependencies: ["MicroHTTP"], swiftSettings: swiftSettings),
+        .testTarget(name: "MicroHTTPTests", dependencies: ["MicroHTTP", "WebSocketCodec"], swiftSettings: swiftSettings),
         .testTarget(name: "BrokerRuntimeTests", dependencies: ["BrokerRuntime", "BrokerTesting", "LogStorage", "BrokerModel"], swiftSettings: swiftSettings),
-        .testTarget(name: "BrokerHTTPTests", dependencies: ["BrokerHTTP", "BrokerRuntime", "MicroHTTP", "BrokerModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerHTTPTests", dependencies: ["BrokerHTTP", "BrokerRuntime", "MicroHTTP", "BrokerModel", "WebSocketCodec"], swiftSettings: swiftSettings),
         .testTarget(name: "ArchitectureTests", swiftSettings: swiftSettings),
     ]
 )

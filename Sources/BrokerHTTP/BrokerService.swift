@@ -122,6 +122,11 @@ public final class BrokerService: Sendable {
             responder.respond(Self.json(200, w.bytes))
         case .readRecords:
             try read(params, request, responder)
+        // WebSocket sessions (hooks; the sessions live in WebSocketProduce.swift and WebSocketConsume.swift).
+        case .produceWebSocket:
+            try openProduceWebSocket(params, request, responder)
+        case .consumeWebSocket:
+            try openConsumeWebSocket(params, request, responder)
         case .getPartitionOffsets:
             let topic = try Self.topic(params)
             let partition = try Self.partition(params)

@@ -37,6 +37,14 @@ public final class ResponseRecorder: Sendable {
         }
     }
 
+    /// True if the handler accepted a WebSocket upgrade (a recorder has no socket: nothing follows).
+    public var isWebSocketUpgrade: Bool {
+        state.withLock { state in
+            if case .upgrade? = state.answers.first { return true }
+            return false
+        }
+    }
+
     /// Bytes written to the stream and not yet taken (nil if the answer is not a stream). Peeking does
     /// not read them, so a test can play a client that never reads.
     public var pendingStreamBytes: Int? {
