@@ -127,7 +127,14 @@ enum Render {
                 w.base64String(bytes)
             } else if format == .json, (try? JSONParser.parse(bytes)) != nil {
                 w.raw("\":")
-                w.raw(bytes)
+                // Valid JSON has no raw line breaks inside strings, so any CR/LF is whitespace between
+                // tokens: make it a space, or a pretty-printed value would split an NDJSON line or an
+                // SSE data: line in two.
+                if bytes.contains(0x0A) || bytes.contains(0x0D) {
+                    w.raw(bytes.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
+                } else {
+                    w.raw(bytes)
+                }
             } else {
                 w.raw("\":")
                 w.stringBytes(bytes)

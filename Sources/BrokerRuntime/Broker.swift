@@ -57,6 +57,15 @@ public final class Broker: Sendable {
         self.advertisedPort = Atomic(configuration.advertisedPort)
     }
 
+    /// Throws when `partitions` partitions in total would not fit the open-file budget.
+    func checkOpenFiles(partitions: Int) throws(BrokerError) {
+        guard let max = configuration.openFilesMax else { return }
+        let needed = partitions * 3 + configuration.limits.connectionsMax + 64
+        if needed > max {
+            throw .overloaded("\(partitions) partitions need about \(needed) open files with \(configuration.limits.connectionsMax) connections, more than this process may open (\(max)); raise the open-file limit (ulimit -n) or use fewer partitions")
+        }
+    }
+
     var metadataStore: MetadataStore { MetadataStore(directory: configuration.dataDirectory, fileSystem: fileSystem) }
     var topicsDirectory: String { configuration.dataDirectory + "/topics" }
     func partitionDirectory(_ topic: TopicName, _ partition: PartitionID) -> String {
@@ -231,6 +240,7 @@ public final class Broker: Sendable {
                 if partitionCount + Int(partitions) > configuration.limits.partitionsMax {
                     throw .overloaded("this broker holds \(partitionCount) partitions; \(partitions) more would pass the limit of \(configuration.limits.partitionsMax)")
                 }
+                try checkOpenFiles(partitions: partitionCount + Int(partitions))
                 // Files first, then the metadata: a crash in between leaves only orphan directories,
                 // which start-up removes.
                 try? fileSystem.removeDirectory(fileSystem.join(topicsDirectory, name.rawValue))
@@ -295,6 +305,7 @@ public final class Broker: Sendable {
                     if total + Int(newCount) - e.partitions.count > configuration.limits.partitionsMax {
                         throw .overloaded("growing '\(name)' to \(newCount) partitions would pass the broker's limit of \(configuration.limits.partitionsMax)")
                     }
+                    try checkOpenFiles(partitions: total + Int(newCount) - e.partitions.count)
                     for p in Int32(e.partitions.count)..<newCount {
                         e.partitions.append(try openPartition(name, PartitionID(p), config: config))
                     }
@@ -318,18 +329,21 @@ public final class Broker: Sendable {
     /// Deletes the topic and its data. Waiting producers and readers get 404.
     public func deleteTopic(_ name: TopicName) throws(BrokerError) {
         if name.isInternal { throw .invalidTopicName("internal topics cannot be deleted") }
-        let result: Result<[Partition], BrokerError> = adminLock.withLock { _ in
+        // The files go while the admin lock is held: a create of the same name waits until they are
+        // gone, instead of racing the removal and losing its own new directory. A crash after the
+        // metadata write leaves orphan directories, which start-up removes.
+        let result: Result<Void, BrokerError> = adminLock.withLock { _ in
             do throws(BrokerError) {
                 let e = try entry(name)
                 try persist { $0.topics[name] = nil }
-                return .success(e.partitions)
+                for p in e.partitions { close(p, reason: .unknownTopic(name.rawValue), delete: true) }
+                try? fileSystem.removeDirectory(fileSystem.join(topicsDirectory, name.rawValue))
+                return .success(())
             } catch {
                 return .failure(error)
             }
         }
-        let partitions = try result.get()
-        for p in partitions { close(p, reason: .unknownTopic(name.rawValue), delete: true) }
-        try? fileSystem.removeDirectory(fileSystem.join(topicsDirectory, name.rawValue))
+        try result.get()
         logger.info("topic deleted", metadata: ["topic": "\(name)"])
     }
 
@@ -594,9 +608,29 @@ public final class Broker: Sendable {
         let r = p.state.withLock { s -> Result<Offset?, BrokerError> in
             if let reason = s.closedReason { return .failure(reason) }
             do {
-                guard let o = try s.log.offset(forTimestamp: timestamp) else { return .success(nil) }
+                // The log finds the first batch whose max timestamp reaches `timestamp`; the answer is
+                // the first record in it (or after it) whose own timestamp does (Kafka's ListOffsets).
+                guard let batchStart = try s.log.offset(forTimestamp: timestamp) else { return .success(nil) }
+                var from = max(batchStart, s.log.logStartOffset)
+                while from < s.highWatermark {
+                    let batches = try s.log.read(from: from, maxBytes: 1 << 20, upTo: s.highWatermark)
+                    guard !batches.isEmpty else { break }
+                    var found: Offset?
+                    for batch in batches where !batch.isControl && batch.maxTimestamp >= timestamp {
+                        try batch.forEachRecord { (r: StoredRecord) throws(DecodeError) -> Bool in
+                            if r.offset >= from && r.record.timestamp >= timestamp {
+                                found = r.offset
+                                return false
+                            }
+                            return true
+                        }
+                        if found != nil { break }
+                    }
+                    if let found { return .success(found) }
+                    from = batches.last!.nextOffset
+                }
                 // Not yet committed records are not visible.
-                return .success(o < s.highWatermark ? max(o, s.log.logStartOffset) : nil)
+                return .success(nil)
             } catch {
                 return .failure(.storage("timestamp lookup on \(p.topicPartition) failed: \(error)"))
             }

@@ -13,6 +13,10 @@ public struct BrokerConfiguration: Sendable {
     /// How often retention runs over every partition.
     public var retentionCheckIntervalMilliseconds: Int64 = 60_000
     public var version = "0.1.0"
+    /// Open files this process may hold (RLIMIT_NOFILE), if known. Each partition holds at least
+    /// three (log, offset index, time index of its active segment); topic creation and growth that
+    /// would not fit, next to the HTTP connections, are refused rather than failing half-way.
+    public var openFilesMax: Int?
 
     public init() {}
 }

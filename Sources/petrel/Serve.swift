@@ -53,11 +53,17 @@ struct Serve: ParsableCommand {
         config.dataDirectory = try setting(dataDirectory, "PETREL_DATA_DIR", "./data")
         config.nodeID = NodeID(try setting(nodeID, "PETREL_NODE_ID", 1))
         config.retentionCheckIntervalMilliseconds = try setting(retentionCheckIntervalMilliseconds, "PETREL_RETENTION_CHECK_INTERVAL_MS", 60_000)
+        config.openFilesMax = OpenFileLimit.raiseToHardLimit()
         let listenHost = try setting(host, "PETREL_HOST", "127.0.0.1")
         let listenPort = try setting(port, "PETREL_PORT", 8082)
         guard (0...65535).contains(listenPort) else { throw ValidationError("port must be in 0...65535") }
         config.advertisedHost = try setting(advertisedHost, "PETREL_ADVERTISED_HOST", listenHost)
 
+        let lock: DataDirectoryLock
+        do { lock = try DataDirectoryLock(directory: config.dataDirectory) } catch {
+            logger.critical("cannot start broker: \(error)")
+            throw ExitCode(1)
+        }
         let broker = Broker(configuration: config, logger: Logger(label: "petrel.broker"))
         do { try broker.start() } catch {
             logger.critical("cannot start broker: \(error.message)")
@@ -94,7 +100,7 @@ struct Serve: ParsableCommand {
             logger.info("stopped")
             Foundation.exit(0)
         }
-        dispatchMain()
+        withExtendedLifetime(lock) { dispatchMain() }
     }
 }
 
@@ -112,5 +118,20 @@ enum ShutdownOnSignal {
             source.resume()
             sources.append(source)
         }
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit (a broker holds files per partition and per
+/// connection; distributions default the soft limit to 1,024) and returns the limit now in force.
+enum OpenFileLimit {
+    static func raiseToHardLimit() -> Int? {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return nil }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return limit.rlim_cur == rlim_t.max ? nil : Int(clamping: limit.rlim_cur)
     }
 }

@@ -186,8 +186,6 @@ def test_timestamp_lookup(broker):
     assert_error(broker.get("/v1/topics/ts/partitions/0/offsets", params={"timestamp": "x"}), 400)
 
 
-@pytest.mark.xfail(strict=True, reason="broker bug (reported): timestamp lookup answers the base offset of the first "
-                   "batch whose max timestamp is >= the target, not the first record at or after it")
 def test_timestamp_lookup_inside_one_batch(broker):
     broker.create_topic("ts1", partitions=1)
     r = broker.produce_json("ts1", [{"value": f"v{t}", "timestamp": t} for t in (1000, 2000, 3000, 4000)])
@@ -318,9 +316,6 @@ def test_explicit_partition_beats_the_key(broker):
     assert r.json()["offsets"][0]["partition"] == other
 
 
-@pytest.mark.xfail(strict=True, reason="broker bug (reported): DELETE removes the topic directory after releasing the "
-                   "admin lock, so a create of the same name that lands in between loses its directory; its acks=all "
-                   "records go to unlinked files and are gone after a restart")
 def test_delete_racing_a_recreate_keeps_the_new_topic(broker):
     import requests
 

@@ -150,8 +150,6 @@ def test_concurrent_creates_of_one_name(broker):
     assert r.status_code == 200 and r.json()["offsets"][0]["offset"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="broker bug (reported): nothing stops a second broker from using a data dir "
-                   "that a running broker owns (no lock file); the two overwrite each other's logs and acknowledged records are lost")
 def test_second_broker_on_the_same_data_dir_is_refused(broker, petrel_bin):
     broker.create_topic("owned", partitions=1)
     r = broker.post("/v1/topics/owned/records", data=b"acked", headers={"Content-Type": "text/plain"})

@@ -251,8 +251,6 @@ def test_slow_stream_clients_hold_bounded_memory(broker):
             s.close()
 
 
-@pytest.mark.xfail(strict=True, reason="broker bug (reported): with format=json a stored JSON value that contains "
-                   "newlines (any pretty-printed JSON) is embedded verbatim, which breaks NDJSON lines and SSE data: lines")
 @pytest.mark.parametrize("kind", ["ndjson", "sse"])
 def test_format_json_streams_keep_framing_for_multiline_values(broker, kind):
     broker.create_topic(TOPIC)
