@@ -1,0 +1,377 @@
+import BrokerModel
+
+/// Validates `command` against `state` and returns the records that carry it out, or why it was
+/// refused. Pure: the same (command, state, seed) always gives the same answer; `seed` only breaks
+/// ties in placement. Applying the returned records in order to `state` never traps.
+///
+/// An empty list means "nothing to change" (an idempotent repeat such as fencing a fenced broker).
+public func decide(
+    _ command: MetadataCommand, state: MetadataState, seed: UInt64 = 0, limits: MetadataLimits = .defaults
+) -> Result<[MetadataRecord], MetadataError> {
+    do throws(MetadataError) {
+        var decider = Decider(state: state, seed: seed, limits: limits)
+        return .success(try decider.decide(command))
+    } catch {
+        return .failure(error)
+    }
+}
+
+/// Which partitions should move leadership to their preferred leader: those whose preferred leader
+/// (first caught-up target replica) is in `aliveBrokers`, has status `alive`, and is not the current
+/// leader. Partitions without a known leader are left to Raft's election. Sorted by topic, partition.
+public func preferredLeaderTransfers(
+    state: MetadataState, aliveBrokers: Set<NodeID>, currentLeaders: [TopicPartition: NodeID]
+) -> [LeadershipTransfer] {
+    var transfers: [LeadershipTransfer] = []
+    for (topic, assignment) in state.allPartitions {
+        guard let leader = currentLeaders[TopicPartition(topic, assignment.partition)],
+            let preferred = assignment.preferredLeader, preferred != leader,
+            aliveBrokers.contains(preferred), state.brokers[preferred]?.status == .alive
+        else { continue }
+        transfers.append(LeadershipTransfer(topic: topic, partition: assignment.partition, from: leader, to: preferred))
+    }
+    return transfers
+}
+
+private struct Decider {
+    let state: MetadataState
+    let seed: UInt64
+    let limits: MetadataLimits
+
+    mutating func decide(_ command: MetadataCommand) throws(MetadataError) -> [MetadataRecord] {
+        switch command {
+        case .registerBroker(let id, let rack, let publicAddress, let internalAddress):
+            return try registerBroker(id: id, rack: rack, publicAddress: publicAddress, internalAddress: internalAddress)
+        case .unregisterBroker(let id):
+            _ = try broker(id)
+            if state.hostsReplicas(id) { throw .brokerHostsReplicas(id) }
+            return [.brokerUnregistered(id)]
+        case .fenceBroker(let id):
+            // Only an alive broker changes: a draining broker already gets nothing new, and its
+            // life-cycle status must not be overwritten by a liveness blip.
+            return try broker(id).status == .alive ? [.brokerStatusChanged(id, .fenced)] : []
+        case .unfenceBroker(let id):
+            return try broker(id).status == .fenced ? [.brokerStatusChanged(id, .alive)] : []
+        case .createTopic(let name, let partitions, let replicationFactor, let configs):
+            return try createTopic(name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs)
+        case .deleteTopic(let name):
+            _ = try topic(name)
+            return [.topicDeleted(name)]
+        case .alterConfigs(let name, let set, let remove):
+            return try alterConfigs(name: name, set: set, remove: remove)
+        case .createPartitions(let name, let totalCount):
+            return try createPartitions(name: name, totalCount: totalCount)
+        case .reassignPartitions(let name, let targets):
+            return try reassign(name: name, targets: targets)
+        case .completeReassignment(let name, let partition):
+            return try completeReassignment(name: name, partition: partition)
+        case .cancelReassignment(let name, let partition):
+            let current = try assignment(name, partition)
+            guard current.isReassigning else { throw .noReassignmentInProgress(topic: name, partition: partition) }
+            let reverted = PartitionAssignment(partition: partition, replicas: current.replicas.filter { !current.addingReplicas.contains($0) })
+            return [.partitionReplicasChanged(topic: name, assignment: reverted)]
+        case .decommissionBroker(let id):
+            return try decommission(id)
+        case .balanceReplicas:
+            return balanceReplicas()
+        }
+    }
+
+    // MARK: Lookups
+
+    func broker(_ id: NodeID) throws(MetadataError) -> BrokerInfo {
+        guard let info = state.brokers[id] else { throw .unknownBroker(id) }
+        return info
+    }
+
+    func topic(_ name: TopicName) throws(MetadataError) -> Topic {
+        guard let topic = state.topics[name] else { throw .unknownTopic(name) }
+        return topic
+    }
+
+    func assignment(_ name: TopicName, _ partition: PartitionID) throws(MetadataError) -> PartitionAssignment {
+        let topic = try topic(name)
+        guard partition.rawValue >= 0, Int(partition.rawValue) < topic.partitions.count else {
+            throw .unknownPartition(topic: name, partition: partition)
+        }
+        return topic.partitions[Int(partition.rawValue)]
+    }
+
+    // MARK: Brokers
+
+    func registerBroker(id: NodeID, rack: String?, publicAddress: String, internalAddress: String) throws(MetadataError) -> [MetadataRecord] {
+        if id.rawValue < 0 { throw .invalidBroker("broker id \(id) is negative") }
+        for (what, text) in [("rack", rack ?? "x"), ("public address", publicAddress), ("internal address", internalAddress)] {
+            if text.isEmpty { throw .invalidBroker("\(what) is empty") }
+            if text.utf8.count > limits.stringBytesMax { throw .invalidBroker("\(what) is longer than \(limits.stringBytesMax) bytes") }
+        }
+        var status = BrokerStatus.alive
+        if let existing = state.brokers[id] {
+            if existing.status == .decommissioned { throw .brokerDecommissioned(id) }
+            // A restart in the middle of a drain must not cancel the drain.
+            if existing.status == .decommissioning { status = .decommissioning }
+        } else if state.brokers.count >= limits.brokersMax {
+            throw .limitExceeded("at most \(limits.brokersMax) brokers")
+        }
+        let info = BrokerInfo(
+            id: id, rack: rack, publicAddress: publicAddress, internalAddress: internalAddress, status: status,
+            registrationEpoch: state.nextRegistrationEpoch)
+        return [.brokerRegistered(info)]
+    }
+
+    func decommission(_ id: NodeID) throws(MetadataError) -> [MetadataRecord] {
+        let info = try broker(id)
+        switch info.status {
+        case .decommissioned, .decommissioning: return []
+        case .alive, .fenced: break
+        }
+        var records: [MetadataRecord] = [.brokerStatusChanged(id, .decommissioning)]
+        let eligible = state.eligibleBrokers.filter { $0.id != id }
+        var counts = state.targetReplicaCounts()
+        for (name, current) in state.allPartitions where current.replicas.contains(id) {
+            if current.isReassigning { throw .reassignmentInProgress(topic: name, partition: current.partition) }
+            guard let replacement = Placement.replacement(
+                for: id, in: current.replicas, eligible: eligible, brokers: state.brokers, replicaCounts: counts)
+            else {
+                throw .cannotMoveReplicas(
+                    "no alive broker outside \(name)-\(current.partition)'s replicas \(current.replicas) can take broker \(id)'s replica")
+            }
+            counts[replacement, default: 0] += 1
+            counts[id, default: 0] -= 1
+            // In place, so a moved preferred leader is replaced by the new broker's preference.
+            let target = current.replicas.map { $0 == id ? replacement : $0 }
+            records.append(.partitionReplicasChanged(topic: name, assignment: Decider.moving(current, to: target)))
+        }
+        if records.count == 1 { records.append(.brokerStatusChanged(id, .decommissioned)) }
+        return records
+    }
+
+    // MARK: Topics
+
+    func checkConfigs(_ configs: [String: String], replicationFactor: Int) throws(MetadataError) {
+        if configs.count > limits.configEntriesPerTopicMax {
+            throw .limitExceeded("at most \(limits.configEntriesPerTopicMax) config entries per topic")
+        }
+        for key in configs.keys.sorted() {
+            let value = configs[key]!
+            if key.isEmpty { throw .invalidConfig("empty config key") }
+            if key.utf8.count > limits.stringBytesMax || value.utf8.count > limits.stringBytesMax {
+                throw .invalidConfig("config \(key) is longer than \(limits.stringBytesMax) bytes")
+            }
+        }
+        if let text = configs[Topic.minInSyncReplicasKey] {
+            guard let value = Int(text), value >= 1 else {
+                throw .invalidConfig("\(Topic.minInSyncReplicasKey) must be a positive integer, not '\(text)'")
+            }
+            if value > replicationFactor {
+                throw .invalidConfig("\(Topic.minInSyncReplicasKey) \(value) exceeds the replication factor \(replicationFactor)")
+            }
+        }
+    }
+
+    func createTopic(name: TopicName, partitions: Int32, replicationFactor: Int?, configs: [String: String]) throws(MetadataError) -> [MetadataRecord] {
+        if state.topics[name] != nil { throw .topicExists(name) }
+        if state.topics.count >= limits.topicsMax { throw .limitExceeded("at most \(limits.topicsMax) topics") }
+        if partitions < 1 || partitions > limits.partitionsPerTopicMax {
+            throw .invalidPartitionCount("\(partitions); must be 1...\(limits.partitionsPerTopicMax)")
+        }
+        let eligible = state.eligibleBrokers
+        let factor = replicationFactor ?? min(3, eligible.count)
+        try checkReplicationFactor(factor, eligible: eligible.count)
+        try checkConfigs(configs, replicationFactor: factor)
+        let id = state.nextTopicID
+        var records: [MetadataRecord] = [.topicCreated(name: name, id: id, replicationFactor: factor, configs: configs)]
+        var replicaCounts = state.replicaCounts()
+        var leaderCounts = state.preferredLeaderCounts()
+        let placed = Placement.place(
+            count: Int(partitions), replicationFactor: factor, eligible: eligible, replicaCounts: &replicaCounts,
+            leaderCounts: &leaderCounts, seed: seed ^ (id.rawValue &* 0x9E37_79B9_7F4A_7C15))
+        for (index, replicas) in placed.enumerated() {
+            records.append(.partitionCreated(topic: name, assignment: PartitionAssignment(partition: PartitionID(Int32(index)), replicas: replicas)))
+        }
+        return records
+    }
+
+    func checkReplicationFactor(_ factor: Int, eligible: Int) throws(MetadataError) {
+        if eligible == 0 { throw .invalidReplicationFactor("no alive broker can host a replica") }
+        if factor < 1 || factor > limits.replicasPerPartitionMax {
+            throw .invalidReplicationFactor("\(factor); must be 1...\(limits.replicasPerPartitionMax)")
+        }
+        if factor > eligible {
+            throw .invalidReplicationFactor("\(factor) is more than the \(eligible) alive brokers that can host a replica")
+        }
+    }
+
+    func createPartitions(name: TopicName, totalCount: Int32) throws(MetadataError) -> [MetadataRecord] {
+        let topic = try topic(name)
+        let current = Int32(topic.partitions.count)
+        if totalCount <= current { throw .invalidPartitionCount("\(name) has \(current) partitions; the new count must be larger") }
+        if totalCount > limits.partitionsPerTopicMax {
+            throw .invalidPartitionCount("\(totalCount); must be at most \(limits.partitionsPerTopicMax)")
+        }
+        let eligible = state.eligibleBrokers
+        try checkReplicationFactor(topic.replicationFactor, eligible: eligible.count)
+        var replicaCounts = state.replicaCounts()
+        var leaderCounts = state.preferredLeaderCounts()
+        let placed = Placement.place(
+            count: Int(totalCount - current), replicationFactor: topic.replicationFactor, eligible: eligible,
+            replicaCounts: &replicaCounts, leaderCounts: &leaderCounts,
+            seed: seed ^ (topic.id.rawValue &* 0x9E37_79B9_7F4A_7C15) ^ UInt64(current))
+        return placed.enumerated().map { index, replicas in
+            .partitionCreated(topic: name, assignment: PartitionAssignment(partition: PartitionID(current + Int32(index)), replicas: replicas))
+        }
+    }
+
+    func alterConfigs(name: TopicName, set: [String: String], remove: [String]) throws(MetadataError) -> [MetadataRecord] {
+        let topic = try topic(name)
+        if let both = remove.sorted().first(where: { set[$0] != nil }) {
+            throw .invalidConfig("\(both) is both set and removed")
+        }
+        var configs = topic.configs
+        for key in remove { configs[key] = nil }
+        for (key, value) in set { configs[key] = value }
+        try checkConfigs(configs, replicationFactor: topic.replicationFactor)
+        var records: [MetadataRecord] = []
+        for key in Set(topic.configs.keys).union(configs.keys).sorted() where topic.configs[key] != configs[key] {
+            records.append(.topicConfigChanged(topic: name, key: key, value: configs[key]))
+        }
+        return records
+    }
+
+    // MARK: Reassignment
+
+    /// The assignment that moves `current` to `target`: target order first, then the replicas leaving.
+    static func moving(_ current: PartitionAssignment, to target: [NodeID]) -> PartitionAssignment {
+        let removing = current.replicas.filter { !target.contains($0) }
+        let adding = target.filter { !current.replicas.contains($0) }
+        return PartitionAssignment(
+            partition: current.partition, replicas: target + removing, addingReplicas: adding, removingReplicas: removing)
+    }
+
+    func reassign(name: TopicName, targets: [PartitionID: [NodeID]]) throws(MetadataError) -> [MetadataRecord] {
+        let topic = try topic(name)
+        if targets.isEmpty { throw .invalidReplicas("no partitions given") }
+        var records: [MetadataRecord] = []
+        for partition in targets.keys.sorted() {
+            let target = targets[partition]!
+            let current = try assignment(name, partition)
+            if current.isReassigning { throw .reassignmentInProgress(topic: name, partition: partition) }
+            let label = "\(name)-\(partition)"
+            if target.isEmpty { throw .invalidReplicas("\(label): the target replica list is empty") }
+            if Set(target).count != target.count { throw .invalidReplicas("\(label): a broker is listed twice in \(target)") }
+            if target.count + current.replicas.filter({ !target.contains($0) }).count > limits.replicasPerPartitionMax {
+                throw .invalidReplicas("\(label): more than \(limits.replicasPerPartitionMax) replicas during the move")
+            }
+            if target.count < topic.minInSyncReplicas {
+                throw .invalidReplicas(
+                    "\(label): \(target.count) replicas are fewer than min.insync.replicas \(topic.minInSyncReplicas)")
+            }
+            for broker in target {
+                guard let info = state.brokers[broker] else { throw .invalidReplicas("\(label): unknown broker \(broker)") }
+                if !current.replicas.contains(broker) && !info.isEligibleForNewReplicas {
+                    throw .invalidReplicas("\(label): broker \(broker) is \(info.status) and cannot receive a new replica")
+                }
+            }
+            if target == current.replicas { continue }
+            records.append(.partitionReplicasChanged(topic: name, assignment: Decider.moving(current, to: target)))
+        }
+        return records
+    }
+
+    func completeReassignment(name: TopicName, partition: PartitionID) throws(MetadataError) -> [MetadataRecord] {
+        let current = try assignment(name, partition)
+        guard current.isReassigning else { throw .noReassignmentInProgress(topic: name, partition: partition) }
+        var records: [MetadataRecord] = [
+            .partitionReplicasChanged(topic: name, assignment: PartitionAssignment(partition: partition, replicas: current.targetReplicas))
+        ]
+        // A draining broker whose last replica just left is done.
+        for leaving in current.removingReplicas.sorted() where state.brokers[leaving]?.status == .decommissioning {
+            let hostsOthers = state.allPartitions.contains { other in
+                !(other.topic == name && other.assignment.partition == partition) && other.assignment.replicas.contains(leaving)
+            }
+            if !hostsOthers { records.append(.brokerStatusChanged(leaving, .decommissioned)) }
+        }
+        return records
+    }
+
+    // MARK: Balancing
+
+    /// Phase 1 moves replicas from the fullest to the emptiest alive broker while their counts differ
+    /// by more than one. Each move lowers the excess above the mean by exactly one, so when a movable
+    /// replica is always found the plan has the fewest moves possible. A replica moves only if the
+    /// partition keeps at least as many failure domains, and followers move before preferred leaders.
+    /// Partitions already being reassigned, and replicas on fenced or draining brokers, are left alone.
+    ///
+    /// Phase 2 reorders replica lists (a metadata change, no data moves) so that preferred-leader
+    /// counts differ by at most one where the replica sets allow it; the runtime then transfers
+    /// leadership (``preferredLeaderTransfers(state:aliveBrokers:currentLeaders:)``).
+    func balanceReplicas() -> [MetadataRecord] {
+        let eligible = state.eligibleBrokers
+        guard eligible.count >= 2 else { return [] }
+        let eligibleIDs = Set(eligible.map(\.id))
+        var plans: [(topic: TopicName, current: PartitionAssignment, target: [NodeID])] = state.allPartitions
+            .filter { !$0.assignment.isReassigning }
+            .map { ($0.topic, $0.assignment, $0.assignment.replicas) }
+        var counts: [NodeID: Int] = [:]
+        for id in eligibleIDs { counts[id] = 0 }
+        for (_, assignment) in state.allPartitions {
+            for replica in assignment.targetReplicas where eligibleIDs.contains(replica) { counts[replica]! += 1 }
+        }
+        // Every move lowers the sum of squared counts, so this ends; the bound is a safety net.
+        var movesLeft = plans.reduce(0) { $0 + $1.target.count }
+        moves: while movesLeft > 0 {
+            let byLoad = eligible.map(\.id).sorted { (counts[$0]!, $0) < (counts[$1]!, $1) }
+            for donor in byLoad.reversed() {
+                for receiver in byLoad where counts[donor]! - counts[receiver]! > 1 {
+                    if let index = movableIndex(plans: plans, from: donor, to: receiver) {
+                        plans[index].target = plans[index].target.map { $0 == donor ? receiver : $0 }
+                        counts[donor]! -= 1
+                        counts[receiver]! += 1
+                        movesLeft -= 1
+                        continue moves
+                    }
+                }
+            }
+            break
+        }
+        // Phase 2: preferred leaders.
+        var leaders: [NodeID: Int] = [:]
+        for id in eligibleIDs { leaders[id] = 0 }
+        for plan in plans { if let first = plan.target.first, eligibleIDs.contains(first) { leaders[first]! += 1 } }
+        var swapsLeft = plans.count
+        swaps: while swapsLeft > 0 {
+            let byLeaders = eligible.map(\.id).sorted { (leaders[$0]!, $0) < (leaders[$1]!, $1) }
+            for donor in byLeaders.reversed() {
+                for receiver in byLeaders where leaders[donor]! - leaders[receiver]! > 1 {
+                    if let index = plans.firstIndex(where: { $0.target.first == donor && $0.target.contains(receiver) }) {
+                        plans[index].target = [receiver] + plans[index].target.filter { $0 != receiver }
+                        leaders[donor]! -= 1
+                        leaders[receiver]! += 1
+                        swapsLeft -= 1
+                        continue swaps
+                    }
+                }
+            }
+            break
+        }
+        return plans.compactMap { plan in
+            plan.target == plan.current.replicas
+                ? nil : .partitionReplicasChanged(topic: plan.topic, assignment: Decider.moving(plan.current, to: plan.target))
+        }
+    }
+
+    /// A partition whose planned replicas include `donor` but not `receiver`, where swapping them keeps
+    /// the failure-domain count; a follower position first, then a preferred leader.
+    func movableIndex(plans: [(topic: TopicName, current: PartitionAssignment, target: [NodeID])], from donor: NodeID, to receiver: NodeID) -> Int? {
+        var leaderCandidate: Int? = nil
+        for (index, plan) in plans.enumerated() where plan.target.contains(donor) && !plan.target.contains(receiver) {
+            let swapped = plan.target.map { $0 == donor ? receiver : $0 }
+            if Placement.distinctDomains(swapped, brokers: state.brokers) < Placement.distinctDomains(plan.target, brokers: state.brokers) {
+                continue
+            }
+            if plan.target.first != donor { return index }
+            if leaderCandidate == nil { leaderCandidate = index }
+        }
+        return leaderCandidate
+    }
+}
