@@ -125,11 +125,12 @@ private struct Decider {
         case .decommissioned, .decommissioning: return []
         case .alive, .fenced: break
         }
-        var records: [MetadataRecord] = [.brokerStatusChanged(id, .decommissioning)]
         let eligible = state.eligibleBrokers.filter { $0.id != id }
         var counts = state.targetReplicaCounts()
-        for (name, current) in state.allPartitions where current.replicas.contains(id) {
-            if current.isReassigning { throw .reassignmentInProgress(topic: name, partition: current.partition) }
+        var plans = Decider.plans(state)
+        var moved = 0
+        for index in plans.indices where plans[index].current.replicas.contains(id) {
+            let (name, current, _) = plans[index]
             guard let replacement = Placement.replacement(
                 for: id, in: current.replicas, eligible: eligible, brokers: state.brokers, replicaCounts: counts)
             else {
@@ -138,11 +139,17 @@ private struct Decider {
             }
             counts[replacement, default: 0] += 1
             counts[id, default: 0] -= 1
-            // In place, so a moved preferred leader is replaced by the new broker's preference.
-            let target = current.replicas.map { $0 == id ? replacement : $0 }
-            records.append(.partitionReplicasChanged(topic: name, assignment: Decider.moving(current, to: target)))
+            plans[index].target = current.replicas.map { $0 == id ? replacement : $0 }
+            moved += 1
         }
-        if records.count == 1 { records.append(.brokerStatusChanged(id, .decommissioned)) }
+        if let busy = state.allPartitions.first(where: { $0.assignment.isReassigning && $0.assignment.replicas.contains(id) }) {
+            throw .reassignmentInProgress(topic: busy.topic, partition: busy.assignment.partition)
+        }
+        // The drained broker's preferred leaderships must land somewhere: spread them.
+        Decider.balancePreferredLeaders(&plans, over: eligible.map(\.id))
+        var records: [MetadataRecord] = [.brokerStatusChanged(id, .decommissioning)]
+        records += Decider.records(for: plans)
+        if moved == 0 { records.append(.brokerStatusChanged(id, .decommissioned)) }
         return records
     }
 
@@ -181,8 +188,8 @@ private struct Decider {
         try checkConfigs(configs, replicationFactor: factor)
         let id = state.nextTopicID
         var records: [MetadataRecord] = [.topicCreated(name: name, id: id, replicationFactor: factor, configs: configs)]
-        var replicaCounts = state.replicaCounts()
-        var leaderCounts = state.preferredLeaderCounts()
+        var replicaCounts = state.targetReplicaCounts()
+        var leaderCounts = state.targetPreferredLeaderCounts()
         let placed = Placement.place(
             count: Int(partitions), replicationFactor: factor, eligible: eligible, replicaCounts: &replicaCounts,
             leaderCounts: &leaderCounts, seed: seed ^ (id.rawValue &* 0x9E37_79B9_7F4A_7C15))
@@ -211,8 +218,8 @@ private struct Decider {
         }
         let eligible = state.eligibleBrokers
         try checkReplicationFactor(topic.replicationFactor, eligible: eligible.count)
-        var replicaCounts = state.replicaCounts()
-        var leaderCounts = state.preferredLeaderCounts()
+        var replicaCounts = state.targetReplicaCounts()
+        var leaderCounts = state.targetPreferredLeaderCounts()
         let placed = Placement.place(
             count: Int(totalCount - current), replicationFactor: topic.replicationFactor, eligible: eligible,
             replicaCounts: &replicaCounts, leaderCounts: &leaderCounts,
@@ -309,9 +316,7 @@ private struct Decider {
         let eligible = state.eligibleBrokers
         guard eligible.count >= 2 else { return [] }
         let eligibleIDs = Set(eligible.map(\.id))
-        var plans: [(topic: TopicName, current: PartitionAssignment, target: [NodeID])] = state.allPartitions
-            .filter { !$0.assignment.isReassigning }
-            .map { ($0.topic, $0.assignment, $0.assignment.replicas) }
+        var plans = Decider.plans(state)
         var counts: [NodeID: Int] = [:]
         for id in eligibleIDs { counts[id] = 0 }
         for (_, assignment) in state.allPartitions {
@@ -334,13 +339,36 @@ private struct Decider {
             }
             break
         }
-        // Phase 2: preferred leaders.
+        Decider.balancePreferredLeaders(&plans, over: eligible.map(\.id))
+        return Decider.records(for: plans)
+    }
+
+    typealias Plan = (topic: TopicName, current: PartitionAssignment, target: [NodeID])
+
+    /// One plan per partition not already being reassigned, target = current replicas.
+    static func plans(_ state: MetadataState) -> [Plan] {
+        state.allPartitions.filter { !$0.assignment.isReassigning }.map { ($0.topic, $0.assignment, $0.assignment.replicas) }
+    }
+
+    static func records(for plans: [Plan]) -> [MetadataRecord] {
+        plans.compactMap { plan in
+            plan.target == plan.current.replicas
+                ? nil : .partitionReplicasChanged(topic: plan.topic, assignment: Decider.moving(plan.current, to: plan.target))
+        }
+    }
+
+    /// Reorders planned replica lists (no data moves) so that the brokers in `brokers` lead, by
+    /// preference, counts that differ by at most one where the replica sets allow it: while the most-
+    /// and least-loaded brokers differ by more than one, a partition the first prefers and the second
+    /// replicates gets the second moved to the front. Each swap lowers the sum of squares, so it ends.
+    static func balancePreferredLeaders(_ plans: inout [Plan], over brokers: [NodeID]) {
+        let eligible = Set(brokers)
         var leaders: [NodeID: Int] = [:]
-        for id in eligibleIDs { leaders[id] = 0 }
-        for plan in plans { if let first = plan.target.first, eligibleIDs.contains(first) { leaders[first]! += 1 } }
-        var swapsLeft = plans.count
+        for id in brokers { leaders[id] = 0 }
+        for plan in plans { if let first = plan.target.first, eligible.contains(first) { leaders[first]! += 1 } }
+        var swapsLeft = plans.count * max(1, brokers.count)
         swaps: while swapsLeft > 0 {
-            let byLeaders = eligible.map(\.id).sorted { (leaders[$0]!, $0) < (leaders[$1]!, $1) }
+            let byLeaders = brokers.sorted { (leaders[$0]!, $0) < (leaders[$1]!, $1) }
             for donor in byLeaders.reversed() {
                 for receiver in byLeaders where leaders[donor]! - leaders[receiver]! > 1 {
                     if let index = plans.firstIndex(where: { $0.target.first == donor && $0.target.contains(receiver) }) {
@@ -354,15 +382,11 @@ private struct Decider {
             }
             break
         }
-        return plans.compactMap { plan in
-            plan.target == plan.current.replicas
-                ? nil : .partitionReplicasChanged(topic: plan.topic, assignment: Decider.moving(plan.current, to: plan.target))
-        }
     }
 
     /// A partition whose planned replicas include `donor` but not `receiver`, where swapping them keeps
     /// the failure-domain count; a follower position first, then a preferred leader.
-    func movableIndex(plans: [(topic: TopicName, current: PartitionAssignment, target: [NodeID])], from donor: NodeID, to receiver: NodeID) -> Int? {
+    func movableIndex(plans: [Plan], from donor: NodeID, to receiver: NodeID) -> Int? {
         var leaderCandidate: Int? = nil
         for (index, plan) in plans.enumerated() where plan.target.contains(donor) && !plan.target.contains(receiver) {
             let swapped = plan.target.map { $0 == donor ? receiver : $0 }

@@ -181,6 +181,18 @@ public struct MetadataState: Equatable, Sendable {
         return counts
     }
 
+    /// Partitions per broker for which that broker will be the preferred leader once every running
+    /// reassignment completes (the first target replica). Placement balances this, not the transient view.
+    public func targetPreferredLeaderCounts() -> [NodeID: Int] {
+        var counts: [NodeID: Int] = [:]
+        for topic in topics.values {
+            for partition in topic.partitions {
+                if let leader = partition.targetReplicas.first { counts[leader, default: 0] += 1 }
+            }
+        }
+        return counts
+    }
+
     /// Whether any partition (in any role) lists `broker` among its replicas.
     public func hostsReplicas(_ broker: NodeID) -> Bool {
         topics.values.contains { $0.partitions.contains { $0.replicas.contains(broker) } }

@@ -56,6 +56,13 @@ enum Placement {
             start = (tieBreak + step) % n
             break
         }
+        // Leaders are fixed by the ring, so count their load first: followers then fill the brokers
+        // that lead least, and the totals come out even rather than skewed toward early leaders.
+        for index in 0..<count {
+            let leader = ring[(start + index) % n].id
+            replicaCounts[leader, default: 0] += 1
+            leaderCounts[leader, default: 0] += 1
+        }
         var result: [[NodeID]] = []
         result.reserveCapacity(count)
         for index in 0..<count {
@@ -75,8 +82,7 @@ enum Placement {
                 chosen.append(picked.id)
                 usedDomains.insert(domain(picked))
             }
-            for replica in chosen { replicaCounts[replica, default: 0] += 1 }
-            leaderCounts[chosen[0], default: 0] += 1
+            for replica in chosen.dropFirst() { replicaCounts[replica, default: 0] += 1 }
             result.append(chosen)
         }
         return result
