@@ -23,6 +23,9 @@ import BrokerModel
 public enum MetadataCodec {
     public static let recordVersion: UInt8 = 1
     public static let snapshotVersion: UInt8 = 1
+    /// Topic ids and registration epochs are counters below 2^62; the decoder refuses values within
+    /// reach of overflow so that `apply` (which adds one) can never trap on a record that decoded.
+    static let counterMax: Int64 = 1 << 62
     static let snapshotMagic: [UInt8] = [0x50, 0x4D, 0x53]  // "PMS"
 
     enum Tag: UInt8 {
@@ -86,7 +89,7 @@ public enum MetadataCodec {
             case .brokerStatusChanged: record = .brokerStatusChanged(try r.nodeID(), try r.status())
             case .topicCreated:
                 let name = try r.topicName()
-                let id = TopicID(UInt64(bitPattern: try r.reader.int64()))
+                let id = try r.topicID()
                 let factor = try r.replicationFactor()
                 record = .topicCreated(name: name, id: id, replicationFactor: factor, configs: try r.configs())
             case .partitionCreated: record = .partitionCreated(topic: try r.topicName(), assignment: try r.assignment())
@@ -137,7 +140,8 @@ public enum MetadataCodec {
             state.nextTopicID = TopicID(UInt64(bitPattern: try r.reader.int64()))
             state.nextRegistrationEpoch = try r.reader.int64()
             if state.lastAppliedOffset.rawValue < -1 || state.lastAppliedEpoch.rawValue < 0 || state.nextRegistrationEpoch < 1
-                || state.nextTopicID.rawValue < 1
+                || state.nextRegistrationEpoch > MetadataCodec.counterMax || state.nextTopicID.rawValue < 1
+                || state.nextTopicID.rawValue > UInt64(MetadataCodec.counterMax)
             {
                 throw DecodeError("metadata snapshot header out of range")
             }
@@ -152,7 +156,7 @@ public enum MetadataCodec {
             var ids: Set<TopicID> = []
             for _ in 0..<topicCount {
                 let name = try r.topicName()
-                let id = TopicID(UInt64(bitPattern: try r.reader.int64()))
+                let id = try r.topicID()
                 let factor = try r.replicationFactor()
                 let configs = try r.configs()
                 let partitionCount = try r.count(max: Int(limits.partitionsPerTopicMax))
@@ -263,6 +267,11 @@ private struct MetadataReader {
         guard let status = BrokerStatus(rawValue: raw) else { throw DecodeError("unknown broker status \(raw)") }
         return status
     }
+    mutating func topicID() throws(DecodeError) -> TopicID {
+        let id = try reader.int64()
+        guard id >= 1, id < MetadataCodec.counterMax else { throw DecodeError("topic id \(id) out of range") }
+        return TopicID(UInt64(id))
+    }
     mutating func replicationFactor() throws(DecodeError) -> Int {
         let n = try reader.varint()
         guard n >= 1, n <= Int64(limits.replicasPerPartitionMax) else { throw DecodeError("replication factor \(n) out of range") }
@@ -293,7 +302,7 @@ private struct MetadataReader {
         let internalAddress = try string()
         let status = try status()
         let epoch = try reader.int64()
-        guard epoch >= 1 else { throw DecodeError("registration epoch \(epoch) out of range") }
+        guard epoch >= 1, epoch < MetadataCodec.counterMax else { throw DecodeError("registration epoch \(epoch) out of range") }
         return BrokerInfo(id: id, rack: rack, publicAddress: publicAddress, internalAddress: internalAddress, status: status, registrationEpoch: epoch)
     }
 }
