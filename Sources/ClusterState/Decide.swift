@@ -55,8 +55,9 @@ private struct Decider {
         case .createTopic(let name, let partitions, let replicationFactor, let configs):
             return try createTopic(name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs)
         case .deleteTopic(let name):
-            _ = try topic(name)
-            return [.topicDeleted(name)]
+            let deleted = try topic(name)
+            let leaving = Set(deleted.partitions.flatMap(\.replicas))
+            return [.topicDeleted(name)] + drained(leaving) { $0.topic == name }
         case .alterConfigs(let name, let set, let remove):
             return try alterConfigs(name: name, set: set, remove: remove)
         case .createPartitions(let name, let totalCount):
@@ -291,14 +292,22 @@ private struct Decider {
         var records: [MetadataRecord] = [
             .partitionReplicasChanged(topic: name, assignment: PartitionAssignment(partition: partition, replicas: current.targetReplicas))
         ]
-        // A draining broker whose last replica just left is done.
-        for leaving in current.removingReplicas.sorted() where state.brokers[leaving]?.status == .decommissioning {
-            let hostsOthers = state.allPartitions.contains { other in
-                !(other.topic == name && other.assignment.partition == partition) && other.assignment.replicas.contains(leaving)
-            }
-            if !hostsOthers { records.append(.brokerStatusChanged(leaving, .decommissioned)) }
-        }
+        records += drained(Set(current.removingReplicas)) { $0.topic == name && $0.assignment.partition == partition }
         return records
+    }
+
+    /// A draining broker whose last replica just left is done: the status records for those of
+    /// `leaving` that host nothing outside the partitions `isGone` selects.
+    func drained(
+        _ leaving: Set<NodeID>, outside isGone: ((topic: TopicName, assignment: PartitionAssignment)) -> Bool
+    ) -> [MetadataRecord] {
+        let remaining = state.allPartitions.filter { !isGone($0) }
+        return leaving.sorted().compactMap { broker in
+            guard state.brokers[broker]?.status == .decommissioning,
+                !remaining.contains(where: { $0.assignment.replicas.contains(broker) })
+            else { return nil }
+            return .brokerStatusChanged(broker, .decommissioned)
+        }
     }
 
     // MARK: Balancing
