@@ -3,7 +3,7 @@ import BrokerModel
 /// One change to the cluster metadata: the unit the `__cluster` Raft group replicates.
 ///
 /// Records carry decisions, never intentions: placement, the new topic's id, the registration epoch,
-/// the planned replica moves — all were chosen by ``decide(_:state:seed:)`` and are replayed verbatim.
+/// the planned replica moves — all were chosen by ``decide(_:state:seed:limits:)`` and are replayed verbatim.
 /// Replaying the same records from an empty state therefore reproduces the same state on every
 /// controller and after every restart, whatever seed or dictionary order the decider saw.
 public enum MetadataRecord: Equatable, Sendable {
@@ -32,7 +32,7 @@ extension MetadataState {
         apply(record, offset: lastAppliedOffset + 1, epoch: lastAppliedEpoch)
     }
 
-    /// Applies one record. Never fails on a record that ``decide(_:state:seed:)`` produced for this
+    /// Applies one record. Never fails on a record that ``decide(_:state:seed:limits:)`` produced for this
     /// state; a record that cannot apply (unknown topic, duplicate id, ...) means the log and the state
     /// disagree — a broken invariant, so it traps rather than diverge silently from the other voters.
     public mutating func apply(_ record: MetadataRecord, offset: Offset, epoch: Term) {
