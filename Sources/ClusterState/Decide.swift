@@ -331,14 +331,54 @@ private struct Decider {
         for (_, assignment) in state.allPartitions {
             for replica in assignment.targetReplicas where eligibleIDs.contains(replica) { counts[replica]! += 1 }
         }
+        // Failure domains as small integers, and for each broker the plans (by index, ascending)
+        // that hold it: a move then scans only the donor's partitions, never the whole cluster.
+        var domainNumbers: [String: Int] = [:]
+        var domains: [NodeID: Int] = [:]
+        for broker in state.sortedBrokers {
+            let key = Placement.domain(broker)
+            if domainNumbers[key] == nil { domainNumbers[key] = domainNumbers.count }
+            domains[broker.id] = domainNumbers[key]!
+        }
+        var planDomains = plans.map { plan in plan.target.map { domains[$0]! } }
+        var holders: [NodeID: [Int]] = [:]
+        for (index, plan) in plans.enumerated() {
+            for replica in plan.target where eligibleIDs.contains(replica) { holders[replica, default: []].append(index) }
+        }
+        // Pairs (donor -> receivers) already found to have no movable partition. Whether a pair can
+        // move depends only on the donor's partitions, so the verdict stands until one of them
+        // changes; without this cache, racks make most pairs fail and every move rescans them all.
+        var stuck: [NodeID: Set<NodeID>] = [:]
         // Every move lowers the sum of squared counts, so this ends; the bound is a safety net.
         var movesLeft = plans.reduce(0) { $0 + $1.target.count }
         moves: while movesLeft > 0 {
             let byLoad = eligible.map(\.id).sorted { (counts[$0]!, $0) < (counts[$1]!, $1) }
             for donor in byLoad.reversed() {
                 for receiver in byLoad where counts[donor]! - counts[receiver]! > 1 {
-                    if let index = movableIndex(plans: plans, from: donor, to: receiver) {
+                    if stuck[donor]?.contains(receiver) == true { continue }
+                    guard let index = Decider.movableIndex(
+                        plans: plans, planDomains: planDomains, candidates: holders[donor, default: []], from: donor, to: receiver,
+                        domains: domains)
+                    else {
+                        stuck[donor, default: []].insert(receiver)
+                        continue
+                    }
+                    do {
                         plans[index].target = plans[index].target.map { $0 == donor ? receiver : $0 }
+                        planDomains[index] = plans[index].target.map { domains[$0]! }
+                        // Only the moved partition changed: it may unstick a pair of one of its
+                        // replicas (the donor only lost a partition, which cannot unstick it).
+                        for replica in plans[index].target {
+                            guard let receivers = stuck[replica] else { continue }
+                            for other in receivers where Decider.movableIndex(
+                                plans: plans, planDomains: planDomains, candidates: [index], from: replica, to: other, domains: domains)
+                                != nil
+                            {
+                                stuck[replica]!.remove(other)
+                            }
+                        }
+                        holders[donor]!.removeAll { $0 == index }
+                        holders[receiver, default: []].insertSorted(index)
                         counts[donor]! -= 1
                         counts[receiver]! += 1
                         movesLeft -= 1
@@ -375,13 +415,20 @@ private struct Decider {
         var leaders: [NodeID: Int] = [:]
         for id in brokers { leaders[id] = 0 }
         for plan in plans { if let first = plan.target.first, eligible.contains(first) { leaders[first]! += 1 } }
+        // For each broker, the plans (ascending) it is the first replica of.
+        var firsts: [NodeID: [Int]] = [:]
+        for (index, plan) in plans.enumerated() {
+            if let first = plan.target.first, eligible.contains(first) { firsts[first, default: []].append(index) }
+        }
         var swapsLeft = plans.count * max(1, brokers.count)
         swaps: while swapsLeft > 0 {
             let byLeaders = brokers.sorted { (leaders[$0]!, $0) < (leaders[$1]!, $1) }
             for donor in byLeaders.reversed() {
                 for receiver in byLeaders where leaders[donor]! - leaders[receiver]! > 1 {
-                    if let index = plans.firstIndex(where: { $0.target.first == donor && $0.target.contains(receiver) }) {
+                    if let index = firsts[donor, default: []].first(where: { plans[$0].target.contains(receiver) }) {
                         plans[index].target = [receiver] + plans[index].target.filter { $0 != receiver }
+                        firsts[donor]!.removeAll { $0 == index }
+                        firsts[receiver, default: []].insertSorted(index)
                         leaders[donor]! -= 1
                         leaders[receiver]! += 1
                         swapsLeft -= 1
@@ -393,18 +440,46 @@ private struct Decider {
         }
     }
 
-    /// A partition whose planned replicas include `donor` but not `receiver`, where swapping them keeps
-    /// the failure-domain count; a follower position first, then a preferred leader.
-    func movableIndex(plans: [Plan], from donor: NodeID, to receiver: NodeID) -> Int? {
+    /// Among `candidates` (indices of plans holding `donor`), a partition without `receiver` where
+    /// swapping them keeps the failure-domain count; a follower position first, then a preferred
+    /// leader. The spread survives the swap when another replica covers the donor's domain, or the
+    /// receiver brings a domain the other replicas lack.
+    /// `planDomains[i]` is the failure domain of each replica of `plans[i].target`, in order (kept
+    /// alongside so the hot loop compares integers instead of hashing broker ids).
+    static func movableIndex(
+        plans: [Plan], planDomains: [[Int]], candidates: [Int], from donor: NodeID, to receiver: NodeID, domains: [NodeID: Int]
+    ) -> Int? {
         var leaderCandidate: Int? = nil
-        for (index, plan) in plans.enumerated() where plan.target.contains(donor) && !plan.target.contains(receiver) {
-            let swapped = plan.target.map { $0 == donor ? receiver : $0 }
-            if Placement.distinctDomains(swapped, brokers: state.brokers) < Placement.distinctDomains(plan.target, brokers: state.brokers) {
-                continue
+        let donorDomain = domains[donor]!
+        let receiverDomain = domains[receiver]!
+        candidates: for index in candidates {
+            let target = plans[index].target
+            let targetDomains = planDomains[index]
+            var donorDomainCovered = false
+            var receiverDomainPresent = false
+            for position in target.indices where target[position] != donor {
+                if target[position] == receiver { continue candidates }
+                let domain = targetDomains[position]
+                if domain == donorDomain { donorDomainCovered = true }
+                if domain == receiverDomain { receiverDomainPresent = true }
             }
-            if plan.target.first != donor { return index }
+            if !donorDomainCovered && receiverDomainPresent { continue }
+            if target.first != donor { return index }
             if leaderCandidate == nil { leaderCandidate = index }
         }
         return leaderCandidate
+    }
+}
+
+extension Array where Element == Int {
+    /// Inserts into an ascending array, keeping it ascending.
+    mutating func insertSorted(_ value: Int) {
+        var low = 0
+        var high = count
+        while low < high {
+            let mid = (low + high) / 2
+            if self[mid] < value { low = mid + 1 } else { high = mid }
+        }
+        insert(value, at: low)
     }
 }
