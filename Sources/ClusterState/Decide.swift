@@ -9,7 +9,7 @@ public func decide(
     _ command: MetadataCommand, state: MetadataState, seed: UInt64 = 0, limits: MetadataLimits = .defaults
 ) -> Result<[MetadataRecord], MetadataError> {
     do throws(MetadataError) {
-        var decider = Decider(state: state, seed: seed, limits: limits)
+        let decider = Decider(state: state, seed: seed, limits: limits)
         return .success(try decider.decide(command))
     } catch {
         return .failure(error)
@@ -38,7 +38,7 @@ private struct Decider {
     let seed: UInt64
     let limits: MetadataLimits
 
-    mutating func decide(_ command: MetadataCommand) throws(MetadataError) -> [MetadataRecord] {
+    func decide(_ command: MetadataCommand) throws(MetadataError) -> [MetadataRecord] {
         switch command {
         case .registerBroker(let id, let rack, let publicAddress, let internalAddress):
             return try registerBroker(id: id, rack: rack, publicAddress: publicAddress, internalAddress: internalAddress)

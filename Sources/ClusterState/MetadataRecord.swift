@@ -35,50 +35,69 @@ extension MetadataState {
     /// Applies one record. Never fails on a record that ``decide(_:state:seed:limits:)`` produced for this
     /// state; a record that cannot apply (unknown topic, duplicate id, ...) means the log and the state
     /// disagree — a broken invariant, so it traps rather than diverge silently from the other voters.
+    /// A caller holding records of doubtful origin asks ``problem(applying:)`` first.
     public mutating func apply(_ record: MetadataRecord, offset: Offset, epoch: Term) {
         precondition(offset > lastAppliedOffset, "metadata record offset \(offset) not after \(lastAppliedOffset)")
         precondition(epoch >= lastAppliedEpoch, "metadata epoch \(epoch) before \(lastAppliedEpoch)")
+        if let problem = problem(applying: record) { preconditionFailure(problem) }
         switch record {
         case .brokerRegistered(let info):
-            precondition(info.registrationEpoch >= nextRegistrationEpoch, "registration epoch \(info.registrationEpoch) reused")
-            if let old = brokers[info.id] {
-                precondition(old.status != .decommissioned, "decommissioned broker \(info.id) registered again")
-            }
             brokers[info.id] = info
             nextRegistrationEpoch = info.registrationEpoch + 1
         case .brokerUnregistered(let id):
-            precondition(brokers[id] != nil, "unregistering unknown broker \(id)")
-            precondition(!hostsReplicas(id), "unregistering broker \(id) that still hosts replicas")
             brokers[id] = nil
         case .brokerStatusChanged(let id, let status):
-            precondition(brokers[id] != nil, "status change for unknown broker \(id)")
             brokers[id]!.status = status
         case .topicCreated(let name, let id, let replicationFactor, let configs):
-            precondition(topics[name] == nil, "topic \(name) created twice")
-            precondition(id >= nextTopicID, "topic id \(id) reused")
-            precondition(replicationFactor >= 1, "replication factor \(replicationFactor)")
             topics[name] = Topic(name: name, id: id, replicationFactor: replicationFactor, configs: configs, partitions: [])
             nextTopicID = TopicID(id.rawValue + 1)
         case .partitionCreated(let name, let assignment):
-            precondition(topics[name] != nil, "partition for unknown topic \(name)")
-            precondition(Int(assignment.partition.rawValue) == topics[name]!.partitions.count, "partition \(assignment.partition) out of order")
-            MetadataState.checkAssignment(assignment, brokers: brokers)
             topics[name]!.partitions.append(assignment)
         case .topicConfigChanged(let name, let key, let value):
-            precondition(topics[name] != nil, "config change for unknown topic \(name)")
             topics[name]!.configs[key] = value
         case .partitionReplicasChanged(let name, let assignment):
-            precondition(topics[name] != nil, "replica change for unknown topic \(name)")
-            let index = Int(assignment.partition.rawValue)
-            precondition(index >= 0 && index < topics[name]!.partitions.count, "replica change for unknown partition \(name)-\(assignment.partition)")
-            MetadataState.checkAssignment(assignment, brokers: brokers)
-            topics[name]!.partitions[index] = assignment
+            topics[name]!.partitions[Int(assignment.partition.rawValue)] = assignment
         case .topicDeleted(let name):
-            precondition(topics[name] != nil, "deleting unknown topic \(name)")
             topics[name] = nil
         }
         lastAppliedOffset = offset
         lastAppliedEpoch = epoch
+    }
+
+    /// Why `record` cannot apply to this state, or nil when it can. Records that `decide` produced
+    /// for this state always can; the runtime may ask before applying records read from disk or a
+    /// peer, to report a corrupt or diverged log as an error instead of a trap.
+    public func problem(applying record: MetadataRecord) -> String? {
+        switch record {
+        case .brokerRegistered(let info):
+            if info.registrationEpoch < nextRegistrationEpoch || info.registrationEpoch >= MetadataCodec.counterMax {
+                return "registration epoch \(info.registrationEpoch) reused or out of range"
+            }
+            if brokers[info.id]?.status == .decommissioned { return "decommissioned broker \(info.id) registered again" }
+        case .brokerUnregistered(let id):
+            if brokers[id] == nil { return "unregistering unknown broker \(id)" }
+            if hostsReplicas(id) { return "unregistering broker \(id) that still hosts replicas" }
+        case .brokerStatusChanged(let id, _):
+            if brokers[id] == nil { return "status change for unknown broker \(id)" }
+        case .topicCreated(let name, let id, let replicationFactor, _):
+            if topics[name] != nil { return "topic \(name) created twice" }
+            if id < nextTopicID || id.rawValue >= UInt64(MetadataCodec.counterMax) { return "topic id \(id) reused or out of range" }
+            if replicationFactor < 1 { return "replication factor \(replicationFactor)" }
+        case .partitionCreated(let name, let assignment):
+            guard let topic = topics[name] else { return "partition for unknown topic \(name)" }
+            if Int(assignment.partition.rawValue) != topic.partitions.count { return "partition \(name)-\(assignment.partition) out of order" }
+            return MetadataState.assignmentProblem(assignment, brokers: brokers)
+        case .topicConfigChanged(let name, _, _):
+            if topics[name] == nil { return "config change for unknown topic \(name)" }
+        case .partitionReplicasChanged(let name, let assignment):
+            guard let topic = topics[name] else { return "replica change for unknown topic \(name)" }
+            let index = Int(assignment.partition.rawValue)
+            if index < 0 || index >= topic.partitions.count { return "replica change for unknown partition \(name)-\(assignment.partition)" }
+            return MetadataState.assignmentProblem(assignment, brokers: brokers)
+        case .topicDeleted(let name):
+            if topics[name] == nil { return "deleting unknown topic \(name)" }
+        }
+        return nil
     }
 
     /// The shape every assignment must have (decide guarantees it; snapshot decoding checks it).
@@ -98,7 +117,4 @@ extension MetadataState {
         return nil
     }
 
-    static func checkAssignment(_ a: PartitionAssignment, brokers: [NodeID: BrokerInfo]) {
-        if let problem = assignmentProblem(a, brokers: brokers) { preconditionFailure(problem) }
-    }
 }

@@ -112,7 +112,11 @@ import Testing
                 for _ in 0..<Int.random(in: 1...3, using: &random) {
                     bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
                 }
-                _ = try? MetadataCodec.decodeRecord(bytes)
+                // A record that decodes and that `problem(applying:)` accepts must apply without a trap.
+                if let decoded = try? MetadataCodec.decodeRecord(bytes), sim.state.problem(applying: decoded) == nil {
+                    var copy = sim.state
+                    copy.apply(decoded)
+                }
             }
             var mutated = snapshot
             for _ in 0..<Int.random(in: 1...4, using: &random) {
@@ -145,13 +149,38 @@ import Testing
         #expect(decoded.lastAppliedEpoch == Term(3))
         #expect(MetadataCodec.encodeSnapshot(decoded) == bytes)
         #expect(throws: DecodeError.self) { try MetadataCodec.decodeSnapshot(bytes + [0]) }
-        // A counter at 2^62 would be within reach of overflow: refused.
-        var big = MetadataState()
-        big.apply(.brokerRegistered(BrokerInfo(id: NodeID(2), rack: nil, publicAddress: "x", internalAddress: "y", status: .alive, registrationEpoch: 1 << 62)))
-        #expect(throws: DecodeError.self) { try MetadataCodec.decodeSnapshot(MetadataCodec.encodeSnapshot(big)) }
+        // A counter at 2^62 would be within reach of overflow: neither decoded nor applied.
+        let big = MetadataRecord.brokerRegistered(
+            BrokerInfo(id: NodeID(2), rack: nil, publicAddress: "x", internalAddress: "y", status: .alive, registrationEpoch: 1 << 62))
+        #expect(throws: DecodeError.self) { try MetadataCodec.decodeRecord(MetadataCodec.encode(big)) }
+        #expect(MetadataState().problem(applying: big)?.contains("out of range") == true)
         var wrongMagic = bytes
         wrongMagic[0] = 0
         #expect(throws: DecodeError.self) { try MetadataCodec.decodeSnapshot(wrongMagic) }
+    }
+
+    @Test func problemExplainsRecordsThatCannotApply() {
+        var state = MetadataState()
+        state.apply(.brokerRegistered(BrokerInfo(id: NodeID(1), rack: nil, publicAddress: "a", internalAddress: "b", status: .alive, registrationEpoch: 1)))
+        state.apply(.topicCreated(name: Self.topic, id: TopicID(1), replicationFactor: 1, configs: [:]))
+        let one = PartitionAssignment(partition: PartitionID(0), replicas: [NodeID(1)])
+        #expect(state.problem(applying: .partitionCreated(topic: Self.topic, assignment: one)) == nil)
+        let cases: [(MetadataRecord, String)] = [
+            (.topicDeleted(TopicName("nope")!), "unknown topic"),
+            (.topicCreated(name: Self.topic, id: TopicID(9), replicationFactor: 1, configs: [:]), "created twice"),
+            (.topicCreated(name: TopicName("x")!, id: TopicID(1), replicationFactor: 1, configs: [:]), "reused"),
+            (.partitionCreated(topic: Self.topic, assignment: PartitionAssignment(partition: PartitionID(1), replicas: [NodeID(1)])), "out of order"),
+            (.partitionCreated(topic: Self.topic, assignment: PartitionAssignment(partition: PartitionID(0), replicas: [NodeID(2)])), "unknown broker"),
+            (.partitionReplicasChanged(topic: Self.topic, assignment: one), "unknown partition"),
+            (.brokerStatusChanged(NodeID(5), .fenced), "unknown broker"),
+            (.brokerRegistered(BrokerInfo(id: NodeID(2), rack: nil, publicAddress: "a", internalAddress: "b", status: .alive, registrationEpoch: 1)), "reused"),
+        ]
+        for (record, expected) in cases {
+            let problem = state.problem(applying: record)
+            #expect(problem?.contains(expected) == true, "\(record): \(String(describing: problem))")
+        }
+        state.apply(.partitionCreated(topic: Self.topic, assignment: one))
+        #expect(state.problem(applying: .brokerUnregistered(NodeID(1)))?.contains("still hosts replicas") == true)
     }
 
     @Test func snapshotWithDanglingReplicaIsRejected() throws {
