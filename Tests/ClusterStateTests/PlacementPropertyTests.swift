@@ -147,9 +147,24 @@ import Testing
                 sim.run(.createTopic(name: sim.newTopicName(), partitions: Int32(sim.int(1...15)), replicationFactor: sim.int(1...(brokerCount - 1)), configs: [:]))
             }
             let victim = NodeID(Int32(sim.int(1...brokerCount)))
+            let before = sim.state
             guard case .success = sim.run(.decommissionBroker(victim)) else {
                 Issue.record("seed \(seed): decommission of \(victim) refused although rf < brokers")
                 continue
+            }
+            // Rack spread survives a move whenever some alive broker outside the partition could keep it.
+            for (topic, a) in sim.state.allPartitions where a.isReassigning {
+                let old = before.topics[topic]!.partitions[Int(a.partition.rawValue)].replicas
+                let others = old.filter { $0 != victim }.map { domain(before, $0) }
+                let couldKeep = before.eligibleBrokers.contains { b in
+                    b.id != victim && !old.contains(b.id)
+                        && (others.contains(domain(before, victim)) || !others.contains(domain(before, b.id)))
+                }
+                let spreadBefore = Set(old.map { domain(before, $0) }).count
+                let spreadAfter = Set(a.targetReplicas.map { domain(before, $0) }).count
+                if couldKeep {
+                    #expect(spreadAfter >= spreadBefore, "seed \(seed): \(topic)-\(a.partition) \(old) -> \(a.targetReplicas)")
+                }
             }
             #expect(sim.state.targetReplicaCounts()[victim, default: 0] == 0, "seed \(seed): \(victim) still in a target")
             for (topic, a) in sim.state.allPartitions where a.isReassigning {
