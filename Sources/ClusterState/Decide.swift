@@ -172,7 +172,7 @@ private struct Decider {
                 throw .invalidConfig("\(Topic.minInSyncReplicasKey) must be a positive integer, not '\(text)'")
             }
             if value > replicationFactor {
-                throw .invalidConfig("\(Topic.minInSyncReplicasKey) \(value) exceeds the replication factor \(replicationFactor)")
+                throw .invalidConfig("\(Topic.minInSyncReplicasKey) \(value) exceeds the replica count \(replicationFactor)")
             }
         }
     }
@@ -238,7 +238,10 @@ private struct Decider {
         var configs = topic.configs
         for key in remove { configs[key] = nil }
         for (key, value) in set { configs[key] = value }
-        try checkConfigs(configs, replicationFactor: topic.replicationFactor)
+        // A reassignment may have shrunk a partition below the topic's replication factor: the
+        // smallest partition bounds min.insync.replicas, or its acks=all writes could never succeed.
+        let smallest = topic.partitions.map(\.targetReplicas.count).min() ?? topic.replicationFactor
+        try checkConfigs(configs, replicationFactor: min(smallest, topic.replicationFactor))
         var records: [MetadataRecord] = []
         for key in Set(topic.configs.keys).union(configs.keys).sorted() where topic.configs[key] != configs[key] {
             records.append(.topicConfigChanged(topic: name, key: key, value: configs[key]))
