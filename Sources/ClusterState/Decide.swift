@@ -366,27 +366,25 @@ private struct Decider {
                         stuck[donor, default: []].insert(receiver)
                         continue
                     }
-                    do {
-                        plans[index].target = plans[index].target.map { $0 == donor ? receiver : $0 }
-                        planDomains[index] = plans[index].target.map { domains[$0]! }
-                        // Only the moved partition changed: it may unstick a pair of one of its
-                        // replicas (the donor only lost a partition, which cannot unstick it).
-                        for replica in plans[index].target {
-                            guard let receivers = stuck[replica] else { continue }
-                            for other in receivers where Decider.movableIndex(
-                                plans: plans, planDomains: planDomains, candidates: [index], from: replica, to: other, domains: domains)
-                                != nil
-                            {
-                                stuck[replica]!.remove(other)
-                            }
+                    plans[index].target = plans[index].target.map { $0 == donor ? receiver : $0 }
+                    planDomains[index] = plans[index].target.map { domains[$0]! }
+                    // Only the moved partition changed: it may unstick a pair of one of its
+                    // replicas (the donor only lost a partition, which cannot unstick it).
+                    for replica in plans[index].target {
+                        guard let receivers = stuck[replica] else { continue }
+                        for other in receivers where Decider.movableIndex(
+                            plans: plans, planDomains: planDomains, candidates: [index], from: replica, to: other, domains: domains)
+                            != nil
+                        {
+                            stuck[replica]!.remove(other)
                         }
-                        holders[donor]!.removeAll { $0 == index }
-                        holders[receiver, default: []].insertSorted(index)
-                        counts[donor]! -= 1
-                        counts[receiver]! += 1
-                        movesLeft -= 1
-                        continue moves
                     }
+                    holders[donor]!.removeAll { $0 == index }
+                    holders[receiver, default: []].insertSorted(index)
+                    counts[donor]! -= 1
+                    counts[receiver]! += 1
+                    movesLeft -= 1
+                    continue moves
                 }
             }
             break
