@@ -23,7 +23,12 @@ struct BenchmarkRun {
         let recorder = Recorder()
         let runID = "\(getpid())-\(time(nil) % 1_000_000)"
         let machine = MachineFacts.collect()
-        let cluster = workloads.clusterDescription()
+        var cluster = workloads.clusterDescription()
+        // A broker that has just printed its address may need a moment before it answers.
+        for _ in 0..<50 where cluster.isEmpty {
+            usleep(100_000)
+            cluster = workloads.clusterDescription()
+        }
         guard !cluster.isEmpty else { throw BenchError("no broker answers GET /v1/cluster at \(broker)") }
         log("petrel-bench: broker \(broker)\(baseline.map { ", baseline \($0)" } ?? ""); \(options.reps) repetitions; \(machine.nproc) CPUs; kernel \(machine.kernel)")
         let w1Client = "raw-socket client, \(options.w1Connections) conns x 1 NDJSON request of \(options.w1Batch) in flight"
@@ -155,7 +160,7 @@ struct BenchmarkRun {
                 baseline: baseline?.description, cluster: cluster, settings: settings, measurements: measurements,
                 failures: recorder.failures, finished: ISO8601DateFormatter().string(from: Date()))
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
             try encoder.encode(report).write(to: URL(fileURLWithPath: out))
             log("wrote \(out)")

@@ -57,12 +57,12 @@ final class Recorder {
             byID[id] = Measurement(id: id, workload: workload, metric: metric, unit: unit, client: client, notes: notes)
         }
         byID[id]!.values.append(value)
-        byID[id]!.busyPercentBefore.append(busy)
+        if !busy.isNaN { byID[id]!.busyPercentBefore.append(busy) }
         byID[id]!.details.append(details)
         if let samples {
             byID[id]!.samples = (byID[id]!.samples ?? []) + [samples.map { ($0 * 1000).rounded() / 1000 }]
         }
-        log("  \(workload) \(metric) = \(format(value)) \(unit)  (busy before \(busy)%)")
+        log("  \(workload) \(metric) = \(format(value)) \(unit)" + (busy.isNaN ? "" : "  (busy before \(busy)%)"))
     }
 
     func setTarget(_ id: String, _ text: String, _ check: (Double) -> Bool) {
