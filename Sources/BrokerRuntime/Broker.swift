@@ -26,6 +26,8 @@ public final class Broker: Sendable {
     private let isStopping = Atomic<Bool>(false)
     private let retentionQueue = DispatchQueue(label: "petrel.retention")
     public let metrics = BrokerMetrics()
+    /// The port clients reach this broker on; set once the HTTP listener is bound (it may be an ephemeral port).
+    public let advertisedPort: Atomic<Int>
 
     struct Registry: Sendable {
         var clusterID = ""
@@ -52,9 +54,10 @@ public final class Broker: Sendable {
         self.fileSystem = fileSystem
         self.logger = logger
         self.nowMilliseconds = nowMilliseconds
+        self.advertisedPort = Atomic(configuration.advertisedPort)
     }
 
-    var metadataStore: MetadataStore { MetadataStore(directory: configuration.dataDirectory) }
+    var metadataStore: MetadataStore { MetadataStore(directory: configuration.dataDirectory, fileSystem: fileSystem) }
     var topicsDirectory: String { configuration.dataDirectory + "/topics" }
     func partitionDirectory(_ topic: TopicName, _ partition: PartitionID) -> String {
         "\(topicsDirectory)/\(topic.rawValue)/\(partition.rawValue)"
@@ -65,12 +68,13 @@ public final class Broker: Sendable {
     /// Loads metadata, recovers every partition log, starts the flusher and the retention timer.
     public func start() throws(BrokerError) {
         do {
-            try FileManager.default.createDirectory(atPath: topicsDirectory, withIntermediateDirectories: true)
+            try fileSystem.createDirectory(topicsDirectory)
         } catch {
             throw .storage("cannot create data directory \(configuration.dataDirectory): \(error)")
         }
-        let stored = try metadataStore.load() ?? StoredMetadata(clusterID: UUID().uuidString.lowercased(), topics: [])
-        if (try? metadataStore.load()) == nil { try metadataStore.save(stored) }
+        let loaded = try metadataStore.load()
+        let stored = loaded ?? StoredMetadata(clusterID: UUID().uuidString.lowercased(), topics: [])
+        if loaded == nil { try metadataStore.save(stored) }
         var topics: [TopicName: TopicEntry] = [:]
         for t in stored.topics {
             guard let name = TopicName(t.name) else { throw .storage("meta.json holds an invalid topic name '\(t.name)'") }
@@ -141,11 +145,12 @@ public final class Broker: Sendable {
     }
 
     private func removeOrphanDirectories(keeping names: Set<String>) {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: topicsDirectory) else { return }
+        guard let entries = try? fileSystem.listDirectory(topicsDirectory) else { return }
         for entry in entries where !names.contains(entry) {
-            // A topic whose deletion was recorded in meta.json but whose files were not yet removed.
+            // A topic whose deletion was recorded in meta.json but whose files were not yet removed
+            // (or whose creation never reached meta.json).
             logger.info("removing files of deleted topic", metadata: ["topic": "\(entry)"])
-            try? FileManager.default.removeItem(atPath: topicsDirectory + "/" + entry)
+            try? fileSystem.removeDirectory(fileSystem.join(topicsDirectory, entry))
         }
     }
 
@@ -223,7 +228,7 @@ public final class Broker: Sendable {
                 }
                 // Files first, then the metadata: a crash in between leaves only orphan directories,
                 // which start-up removes.
-                try? FileManager.default.removeItem(atPath: "\(topicsDirectory)/\(name.rawValue)")
+                try? fileSystem.removeDirectory(fileSystem.join(topicsDirectory, name.rawValue))
                 var opened: [Partition] = []
                 for p in 0..<partitions { opened.append(try openPartition(name, PartitionID(p), config: config)) }
                 let entry = TopicEntry(name: name, config: config, partitions: opened, createdMilliseconds: nowMilliseconds())
@@ -319,7 +324,7 @@ public final class Broker: Sendable {
         }
         let partitions = try result.get()
         for p in partitions { close(p, reason: .unknownTopic(name.rawValue), delete: true) }
-        try? FileManager.default.removeItem(atPath: "\(topicsDirectory)/\(name.rawValue)")
+        try? fileSystem.removeDirectory(fileSystem.join(topicsDirectory, name.rawValue))
         logger.info("topic deleted", metadata: ["topic": "\(name)"])
     }
 
@@ -587,7 +592,7 @@ public final class Broker: Sendable {
         let (clusterID, topics, partitions) = registry.withLock { r in
             (r.clusterID, r.topics.count, r.topics.values.reduce(0) { $0 + $1.partitions.count })
         }
-        let me = BrokerInfo(id: configuration.nodeID, host: configuration.advertisedHost, port: configuration.advertisedPort, rack: nil, isAlive: true)
+        let me = BrokerInfo(id: configuration.nodeID, host: configuration.advertisedHost, port: advertisedPort.load(ordering: .relaxed), rack: nil, isAlive: true)
         return ClusterDescription(clusterID: clusterID, controller: configuration.nodeID, brokers: [me], version: configuration.version, topicCount: topics, partitionCount: partitions)
     }
 

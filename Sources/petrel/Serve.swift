@@ -20,6 +20,7 @@ struct Serve: ParsableCommand {
               --node-id     PETREL_NODE_ID     1
               --http-threads PETREL_HTTP_THREADS 2
               --log-level   PETREL_LOG_LEVEL   info
+              --advertised-host PETREL_ADVERTISED_HOST (the --host value)
             """)
 
     @Option(help: "Address to listen on (env PETREL_HOST).") var host: String?
@@ -27,6 +28,7 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("data-dir"), help: "Data directory (env PETREL_DATA_DIR).") var dataDirectory: String?
     @Option(name: .customLong("node-id"), help: "This broker's id (env PETREL_NODE_ID).") var nodeID: Int32?
     @Option(name: .customLong("http-threads"), help: "HTTP worker threads (env PETREL_HTTP_THREADS).") var httpThreads: Int?
+    @Option(name: .customLong("advertised-host"), help: "Host clients should use to reach this broker, shown in /v1/cluster; defaults to --host (env PETREL_ADVERTISED_HOST).") var advertisedHost: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical (env PETREL_LOG_LEVEL).") var logLevel: String?
     @Option(name: .customLong("retention-check-interval-ms"), help: "How often retention runs (env PETREL_RETENTION_CHECK_INTERVAL_MS).") var retentionCheckIntervalMilliseconds: Int64?
 
@@ -54,7 +56,7 @@ struct Serve: ParsableCommand {
         let listenHost = try setting(host, "PETREL_HOST", "127.0.0.1")
         let listenPort = try setting(port, "PETREL_PORT", 8082)
         guard (0...65535).contains(listenPort) else { throw ValidationError("port must be in 0...65535") }
-        config.advertisedHost = listenHost
+        config.advertisedHost = try setting(advertisedHost, "PETREL_ADVERTISED_HOST", listenHost)
 
         let broker = Broker(configuration: config, logger: Logger(label: "petrel.broker"))
         do { try broker.start() } catch {
@@ -78,6 +80,7 @@ struct Serve: ParsableCommand {
             broker.shutdown()
             throw ExitCode(1)
         }
+        broker.advertisedPort.store(Int(server.port), ordering: .relaxed)
         logger.info("petrel listening", metadata: ["address": "http://\(listenHost):\(server.port)", "data": "\(config.dataDirectory)"])
         // Scripts and tests that pass --port 0 learn the port from this line on stdout.
         FileHandle.standardOutput.write(Data("listening on http://\(listenHost):\(server.port)\n".utf8))
