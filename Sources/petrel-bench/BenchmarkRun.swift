@@ -145,6 +145,11 @@ struct BenchmarkRun {
         recorder.setTarget("rps-ratio-wrk", ">= 0.5 x baseline") { $0 >= 0.5 }
         let measurements = recorder.measurements()
         ReportPrinter.printSummary(measurements, reps: options.reps)
+        Peers.printComparison(measurements, peers: Peers.load(directory: options.peers))
+        if let jsonl = options.jsonl {
+            try Peers.writeJSONL(measurements, load1: MachineFacts.loadAverage(), to: jsonl)
+            log("wrote \(jsonl)")
+        }
 
         if let out = options.out {
             var settings: [String: String] = [

@@ -30,6 +30,9 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("quiet-wait"), help: "Wait up to this many seconds for a quiet machine before each repetition.") var quietWaitSeconds = 5.0
     @Option(name: .customLong("quiet-percent"), help: "Busy% below which the machine counts as quiet.") var quietPercent = 25.0
     @Option(help: "Write raw values, medians and machine facts to this JSON file.") var out: String?
+    @Option(help: "Also write W1-W4 results in the peers' JSONL format (for their report.py).") var jsonl: String?
+    @Option(help: "The peers' results directory, to print their medians next to ours (skipped if missing).")
+    var peers = "/work/shared/bench/peers/out/results"
 }
 
 struct Run: ParsableCommand {
