@@ -8,6 +8,28 @@ struct PetrelBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "petrel-bench",
         abstract: "Petrel's numbers next to the peers' (workloads W1-W4 of /work/shared/bench/peers/README.md).",
+        discussion: """
+            A benchmark, not a test: it prints numbers and checks only that the
+            broker answered correctly. Every repetition uses fresh one-partition
+            topics and 100-byte values; before each, busy% is sampled from
+            /proc/stat over 0.5 s (waiting up to --quiet-wait for a quiet box).
+            W1a/W1b: --w1-records records as NDJSON requests of --w1-batch,
+              acks=1 / acks=all, over --w1-connections keep-alive connections
+              with one request in flight each; records/s from first send to
+              last ack (every ack must list every offset).
+            W2: the W1b topic read from offset 0, max_records=--w2-max-records,
+              one connection; records/s; count and next_offset verified.
+            W3: --w3-calls single-record acks=all produces, one at a time.
+            W4: a reader thread long-polls (wait_ms) on its own connection
+              following next_offset; --w4-messages acks=all produces 5 ms
+              apart carry a CLOCK_MONOTONIC stamp; latency = receive - stamp.
+            req/s: single-record acks=1 produces on --rps-connections closed-
+              loop connections for --rps-seconds, against the broker and the
+              baseline server; their ratio per repetition.
+            The client is raw sockets (TCP_NODELAY, keep-alive); its CPU per
+            request is printed next to the server's, so a client bottleneck
+            would show (--wrk cross-checks with wrk).
+            """,
         subcommands: [Run.self, All.self, BaselineServerCommand.self])
 }
 
