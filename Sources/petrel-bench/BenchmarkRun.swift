@@ -43,6 +43,7 @@ struct BenchmarkRun {
                 try workloads.createTopic(topic)
                 topicsToDelete.append(topic)
                 let busy = quiet()
+                let cpuBefore = processCPUSeconds()
                 let r = try workloads.batchedProduce(
                     topic: topic, records: options.w1Records, batch: options.w1Batch, connections: options.w1Connections, acks: acks)
                 let title = variant == "w1a" ? "W1a produce acks=1 (page cache)" : "W1b produce acks=all (fsync, group commit)"
@@ -50,7 +51,10 @@ struct BenchmarkRun {
                     id: variant, workload: title, metric: "records/s", unit: "rec/s", client: w1Client,
                     notes: "\(options.w1Records) x \(recordValueBytes) B records, 1 partition, first send to last ack",
                     value: r.recordsPerSecond, busy: busy,
-                    details: ["seconds": r.seconds, "records": Double(r.recordsAcked), "payloadMBps": r.recordsPerSecond * Double(recordValueBytes) / 1e6])
+                    details: [
+                        "seconds": r.seconds, "records": Double(r.recordsAcked), "payloadMBps": r.recordsPerSecond * Double(recordValueBytes) / 1e6,
+                        "clientCPUPercentOfOneCore": 100 * (processCPUSeconds() - cpuBefore) / r.seconds,
+                    ])
                 readTopic = topic  // W2 reads the last one written (acks=all when both run: all durable)
             }
             if selected("w2") {
@@ -64,12 +68,16 @@ struct BenchmarkRun {
                     topic = fill
                 }
                 let busy = quiet()
+                let cpuBefore = processCPUSeconds()
                 let r = try workloads.readBack(topic: topic!, expected: options.w1Records, maxRecords: options.w2MaxRecords, maxBytes: options.w2MaxBytes)
                 recorder.add(
                     id: "w2", workload: "W2 read back from offset 0", metric: "records/s", unit: "rec/s",
                     client: "raw-socket client, 1 conn, max_records=\(options.w2MaxRecords)",
                     notes: "\(options.w1Records) records verified (count and next_offset)", value: r.recordsPerSecond, busy: busy,
-                    details: ["seconds": r.seconds, "records": Double(r.records), "requests": Double(r.requests)])
+                    details: [
+                        "seconds": r.seconds, "records": Double(r.records), "requests": Double(r.requests),
+                        "clientCPUPercentOfOneCore": 100 * (processCPUSeconds() - cpuBefore) / r.seconds,
+                    ])
             }
             if selected("w3") {
                 let topic = "bench-\(runID)-w3-\(rep)"

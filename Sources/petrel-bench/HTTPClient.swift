@@ -349,12 +349,17 @@ enum BodyScan {
         }
     }
 
-    /// The integer after the first `"name":`, e.g. `next_offset`.
+    /// The integer after the first `"name":`, e.g. `next_offset`. The read answer puts it after the
+    /// records, so the last 512 bytes are searched first (not 750 KB of records per W2 answer).
     static func integer(after name: String, in body: [UInt8]) -> Int64? {
         let needle = Array("\"\(name)\":".utf8)
         return body.withUnsafeBytes { h -> Int64? in
             needle.withUnsafeBytes { n -> Int64? in
-                guard let hit = findBytes(h.baseAddress!, h.count, n.baseAddress!, n.count) else { return nil }
+                let tail = max(0, h.count - 512)
+                guard h.count > 0,
+                    let hit = findBytes(h.baseAddress! + tail, h.count - tail, n.baseAddress!, n.count)
+                        ?? findBytes(h.baseAddress!, h.count, n.baseAddress!, n.count)
+                else { return nil }
                 var i = hit - UnsafeRawPointer(h.baseAddress!) + n.count
                 while i < h.count && h[i] == 32 { i += 1 }
                 var value: Int64 = 0

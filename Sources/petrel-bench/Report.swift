@@ -62,7 +62,8 @@ final class Recorder {
         if let samples {
             byID[id]!.samples = (byID[id]!.samples ?? []) + [samples.map { ($0 * 1000).rounded() / 1000 }]
         }
-        log("  \(workload) \(metric) = \(format(value)) \(unit)" + (busy.isNaN ? "" : "  (busy before \(busy)%)"))
+        let cpu = details["clientCPUPercentOfOneCore"].map { ", client CPU \(format($0))% of a core" } ?? ""
+        log("  \(workload) \(metric) = \(format(value)) \(unit)" + (busy.isNaN ? "" : "  (busy before \(busy)%\(cpu))"))
     }
 
     func setTarget(_ id: String, _ text: String, _ check: (Double) -> Bool) {
