@@ -44,6 +44,7 @@ struct BenchmarkRun {
                 topicsToDelete.append(topic)
                 let busy = quiet()
                 let cpuBefore = processCPUSeconds()
+                let serverBefore = brokerCPU()
                 let r = try workloads.batchedProduce(
                     topic: topic, records: options.w1Records, batch: options.w1Batch, connections: options.w1Connections, acks: acks)
                 let title = variant == "w1a" ? "W1a produce acks=1 (page cache)" : "W1b produce acks=all (fsync, group commit)"
@@ -54,7 +55,7 @@ struct BenchmarkRun {
                     details: [
                         "seconds": r.seconds, "records": Double(r.recordsAcked), "payloadMBps": r.recordsPerSecond * Double(recordValueBytes) / 1e6,
                         "clientCPUPercentOfOneCore": 100 * (processCPUSeconds() - cpuBefore) / r.seconds,
-                    ])
+                    ].merging(serverCPUDetails(since: serverBefore, seconds: r.seconds, units: r.recordsAcked)) { a, _ in a })
                 readTopic = topic  // W2 reads the last one written (acks=all when both run: all durable)
             }
             if selected("w2") {
@@ -69,6 +70,7 @@ struct BenchmarkRun {
                 }
                 let busy = quiet()
                 let cpuBefore = processCPUSeconds()
+                let serverBefore = brokerCPU()
                 let r = try workloads.readBack(topic: topic!, expected: options.w1Records, maxRecords: options.w2MaxRecords, maxBytes: options.w2MaxBytes)
                 recorder.add(
                     id: "w2", workload: "W2 read back from offset 0", metric: "records/s", unit: "rec/s",
@@ -77,7 +79,7 @@ struct BenchmarkRun {
                     details: [
                         "seconds": r.seconds, "records": Double(r.records), "requests": Double(r.requests),
                         "clientCPUPercentOfOneCore": 100 * (processCPUSeconds() - cpuBefore) / r.seconds,
-                    ])
+                    ].merging(serverCPUDetails(since: serverBefore, seconds: r.seconds, units: r.records)) { a, _ in a })
             }
             if selected("w3") {
                 let topic = "bench-\(runID)-w3-\(rep)"
@@ -178,6 +180,17 @@ struct BenchmarkRun {
             try encoder.encode(report).write(to: URL(fileURLWithPath: out))
             log("wrote \(out)")
         }
+    }
+
+    func brokerCPU() -> Double? { brokerPID.flatMap(cpuSeconds(ofProcess:)) }
+
+    /// The broker's CPU over a measurement: less sensitive to other load on the box than rates are.
+    func serverCPUDetails(since before: Double?, seconds: Double, units: Int) -> [String: Double] {
+        guard let before, let after = brokerCPU(), units > 0 else { return [:] }
+        return [
+            "serverCPUPercentOfOneCore": 100 * (after - before) / seconds,
+            "serverCPUMicrosecondsPerRecord": 1e6 * (after - before) / Double(units),
+        ]
     }
 
     /// Closed-loop req/s with our poll client; records req/s and returns it.

@@ -62,7 +62,8 @@ final class Recorder {
         if let samples {
             byID[id]!.samples = (byID[id]!.samples ?? []) + [samples.map { ($0 * 1000).rounded() / 1000 }]
         }
-        let cpu = details["clientCPUPercentOfOneCore"].map { ", client CPU \(format($0))% of a core" } ?? ""
+        var cpu = details["clientCPUPercentOfOneCore"].map { ", client CPU \(format($0))% of a core" } ?? ""
+        if let server = details["serverCPUMicrosecondsPerRecord"] { cpu += ", broker \(format(server)) us CPU/record" }
         log("  \(workload) \(metric) = \(format(value)) \(unit)" + (busy.isNaN ? "" : "  (busy before \(busy)%\(cpu))"))
     }
 
