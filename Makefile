@@ -2,7 +2,7 @@
 #   make run    installs what is missing, builds, starts a single-node broker on 127.0.0.1:8082 (data in ./data)
 #   make test   installs what is missing, builds, runs the whole test suite (Swift tests, then process tests)
 SHELL := /bin/bash
-APT_PACKAGES := libmicrohttpd-dev pkg-config curl
+APT_PACKAGES := libmicrohttpd-dev nettle-dev libcurl4-openssl-dev pkg-config curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON ?= python3
 ARGS ?=

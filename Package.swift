@@ -1,8 +1,9 @@
 // swift-tools-version:6.0
 // Petrel: a Kafka-class event broker whose whole interface is HTTP.
 // Imports flow one way (ArchitectureTests checks it):
-//   BrokerModel <- Consensus, LogStorage <- BrokerRuntime <- BrokerHTTP <- petrel
-//   CMicroHTTPD <- MicroHTTP <- BrokerHTTP
+//   BrokerModel <- Consensus, LogStorage, ClusterState <- BrokerRuntime <- BrokerHTTP <- petrel
+//   CMicroHTTPD, WebSocketCodec <- MicroHTTP <- BrokerHTTP
+//   CCurl <- BrokerClient <- petrel (CLI)
 //   BrokerTesting (simulation support) <- tests and petrel-raft-sim only
 import PackageDescription
 
@@ -26,11 +27,16 @@ let package = Package(
         .target(name: "BrokerModel", swiftSettings: swiftSettings),
         .target(name: "Consensus", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .target(name: "LogStorage", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
+        .target(name: "ClusterState", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .target(
             name: "CMicroHTTPD",
-            linkerSettings: [.linkedLibrary("microhttpd")]
+            // nettle (SHA-1 for the WebSocket handshake) is already a dependency of libmicrohttpd's TLS stack.
+            linkerSettings: [.linkedLibrary("microhttpd"), .linkedLibrary("nettle")]
         ),
-        .target(name: "MicroHTTP", dependencies: ["CMicroHTTPD"], swiftSettings: swiftSettings),
+        .target(name: "WebSocketCodec", swiftSettings: swiftSettings),
+        .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
+        .target(name: "BrokerClient", dependencies: ["CCurl"], swiftSettings: swiftSettings),
+        .target(name: "MicroHTTP", dependencies: ["CMicroHTTPD", "WebSocketCodec"], swiftSettings: swiftSettings),
         .target(
             name: "BrokerRuntime",
             dependencies: ["BrokerModel", "LogStorage", .product(name: "Logging", package: "swift-log")],
@@ -38,7 +44,7 @@ let package = Package(
         ),
         .target(
             name: "BrokerHTTP",
-            dependencies: ["BrokerModel", "BrokerRuntime", "MicroHTTP", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["BrokerModel", "BrokerRuntime", "MicroHTTP", "WebSocketCodec", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -49,7 +55,7 @@ let package = Package(
         .executableTarget(
             name: "petrel",
             dependencies: [
-                "BrokerModel", "BrokerRuntime", "BrokerHTTP", "MicroHTTP",
+                "BrokerModel", "BrokerRuntime", "BrokerHTTP", "MicroHTTP", "BrokerClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -67,10 +73,13 @@ let package = Package(
         ),
         .testTarget(name: "BrokerModelTests", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .testTarget(name: "ConsensusTests", dependencies: ["Consensus", "BrokerTesting", "BrokerModel"], resources: [.copy("Scenarios")], swiftSettings: swiftSettings),
+        .testTarget(name: "ClusterStateTests", dependencies: ["ClusterState", "BrokerModel"], resources: [.copy("Scenarios")], swiftSettings: swiftSettings),
         .testTarget(name: "LogStorageTests", dependencies: ["LogStorage", "BrokerTesting", "BrokerModel"], swiftSettings: swiftSettings),
-        .testTarget(name: "MicroHTTPTests", dependencies: ["MicroHTTP"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerClientTests", dependencies: ["BrokerClient", "MicroHTTP"], swiftSettings: swiftSettings),
+        .testTarget(name: "WebSocketCodecTests", dependencies: ["WebSocketCodec"], swiftSettings: swiftSettings),
+        .testTarget(name: "MicroHTTPTests", dependencies: ["MicroHTTP", "WebSocketCodec"], swiftSettings: swiftSettings),
         .testTarget(name: "BrokerRuntimeTests", dependencies: ["BrokerRuntime", "BrokerTesting", "LogStorage", "BrokerModel"], swiftSettings: swiftSettings),
-        .testTarget(name: "BrokerHTTPTests", dependencies: ["BrokerHTTP", "BrokerRuntime", "MicroHTTP", "BrokerModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerHTTPTests", dependencies: ["BrokerHTTP", "BrokerRuntime", "MicroHTTP", "BrokerModel", "WebSocketCodec"], swiftSettings: swiftSettings),
         .testTarget(name: "ArchitectureTests", swiftSettings: swiftSettings),
     ]
 )

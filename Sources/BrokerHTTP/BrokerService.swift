@@ -2,12 +2,15 @@ import BrokerModel
 import BrokerRuntime
 import Logging
 import MicroHTTP
+import Synchronization
 
 /// The HTTP face of one broker: validates each request at the edge, turns it into typed values,
 /// calls the `Broker` façade, renders the answer. Knows nothing about files or threads.
 public final class BrokerService: Sendable {
     let broker: Broker
     let logger: Logger
+    /// SSE and NDJSON streams open now (bounded by `Limits.streamsMax`).
+    let openStreams = Atomic<Int>(0)
 
     public init(broker: Broker, logger: Logger = Logger(label: "petrel.http")) {
         self.broker = broker
@@ -119,6 +122,11 @@ public final class BrokerService: Sendable {
             responder.respond(Self.json(200, w.bytes))
         case .readRecords:
             try read(params, request, responder)
+        // WebSocket sessions (hooks; the sessions live in WebSocketProduce.swift and WebSocketConsume.swift).
+        case .produceWebSocket:
+            try openProduceWebSocket(params, request, responder)
+        case .consumeWebSocket:
+            try openConsumeWebSocket(params, request, responder)
         case .getPartitionOffsets:
             let topic = try Self.topic(params)
             let partition = try Self.partition(params)
@@ -177,6 +185,20 @@ public final class BrokerService: Sendable {
             guard let f = ValueFormat(rawValue: text) else { throw .badRequest("format must be text, json or binary, got '\(text)'") }
             format = f
         }
+        let accept = request.header("Accept") ?? ""
+        if accept.contains("text/event-stream") || accept.contains(MediaType.ndjson) {
+            let kind: PartitionStream.Kind = accept.contains("text/event-stream") ? .sse : .ndjson
+            if kind == .sse, let lastID = request.header("Last-Event-ID"), !lastID.isEmpty {
+                // EventSource reconnects with the id of the last record it received: resume right after it.
+                guard let id = Int64(lastID.trimmingSpaces()), id >= -1, id < Int64.max else {
+                    throw .badRequest("Last-Event-ID must be a record offset, got '\(lastID)'")
+                }
+                offset = .exact(Offset(id + 1))
+            }
+            try startStream(kind, topic: topic, partition: partition, offset: offset, request: request, format: format,
+                            batchLimit: maxRecords, maxBytes: maxBytes, responder: responder)
+            return
+        }
         let readRequest = ReadRequest(topic: topic, partition: partition, offset: offset, maxRecords: maxRecords, maxBytes: maxBytes, waitMilliseconds: wait)
         let chosenFormat = format
         broker.read(readRequest) { result in
@@ -191,6 +213,37 @@ public final class BrokerService: Sendable {
                 responder.respond(Self.failure(error))
             }
         }
+    }
+
+    func startStream(_ kind: PartitionStream.Kind, topic: TopicName, partition: PartitionID, offset: OffsetSpec, request: HTTPRequest,
+                     format: ValueFormat, batchLimit: Int, maxBytes: Int, responder: Responder) throws(BrokerError) {
+        let limits = broker.configuration.limits
+        let flushSeconds = try Self.integer(request, "batch_flush_timeout", default: 15, range: 1...3600)
+        let timeoutSeconds = try Self.integer(request, "stream_timeout", default: 0, range: 0...limits.streamTimeoutSecondsMax)
+        let streamLimit = try Self.integer(request, "stream_limit", default: 0, range: 0...Int(Int32.max))
+        let batchLimit = try Self.integer(request, "batch_limit", default: batchLimit, range: 1...limits.readRecordsMax)
+        // Check the start position now, so a bad offset gets a plain JSON error rather than a stream.
+        let offsets = try broker.offsets(topic: topic, partition: partition)
+        if case .exact(let o) = offset, o < offsets.logStartOffset || o > offsets.logEndOffset {
+            throw .offsetOutOfRange(requested: o.rawValue, logStart: offsets.logStartOffset.rawValue, logEnd: offsets.logEndOffset.rawValue)
+        }
+        guard openStreams.wrappingAdd(1, ordering: .relaxed).newValue <= limits.streamsMax else {
+            openStreams.wrappingSubtract(1, ordering: .relaxed)
+            throw .overloaded("too many open streams (\(limits.streamsMax)); retry later")
+        }
+        let headers: [(name: String, value: String)] = kind == .sse
+            ? [(name: "Content-Type", value: "text/event-stream"), (name: "Cache-Control", value: "no-cache"), (name: "X-Accel-Buffering", value: "no")]
+            : [(name: "Content-Type", value: MediaType.ndjson), (name: "Cache-Control", value: "no-cache")]
+        let stream = responder.respondStreaming(status: 200, headers: headers, bufferBytesMax: limits.streamBufferBytes)
+        stream.onClose { [self] in openStreams.wrappingSubtract(1, ordering: .relaxed) }
+        // One read's records must fit the buffer even after JSON expansion (up to ~6x for escaped bytes).
+        // Rendering is cut at half the stream buffer anyway; reading much more than that is wasted work.
+        let batchBytes = min(maxBytes, limits.streamBufferBytes / 2)
+        let settings = PartitionStream.Settings(
+            batchLimit: batchLimit, batchMaxBytes: batchBytes, flushTimeoutMilliseconds: flushSeconds * 1000,
+            streamTimeoutMilliseconds: timeoutSeconds * 1000, streamLimit: streamLimit, format: format)
+        PartitionStream(broker: broker, topic: topic, partition: partition, start: offset, kind: kind, settings: settings,
+                        stream: stream, bufferBytes: limits.streamBufferBytes).start()
     }
 
     // MARK: helpers

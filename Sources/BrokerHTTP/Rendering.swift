@@ -44,26 +44,40 @@ enum Render {
     }
 
     static func read(_ r: ReadResult, format: ValueFormat) throws(DecodeError) -> [UInt8] {
-        var w = JSONWriter(capacity: 160 + r.batches.reduce(0) { $0 + $1.sizeBytes } * 2)
+        try read(r, format: format, byteBudget: .max).bytes
+    }
+
+    /// Renders a read. Stops after the record that brings the output to `byteBudget` bytes (always
+    /// at least one record); `nextOffset` (also the `next_offset` field) then points right after
+    /// the last record rendered, so nothing is skipped.
+    static func read(_ r: ReadResult, format: ValueFormat, byteBudget: Int) throws(DecodeError) -> (bytes: [UInt8], count: Int, nextOffset: Offset) {
+        let estimate = 160 + r.batches.reduce(0) { $0 + $1.sizeBytes } * 2
+        var w = JSONWriter(capacity: byteBudget < estimate ? byteBudget + 4096 : estimate)
         w.raw("{\"topic\":")
         w.string(r.topic.rawValue)
         w.raw(",\"partition\":")
         w.int(Int64(r.partition.rawValue))
         w.raw(",\"records\":[")
-        var first = true
-        try r.forEachRecord { (s: StoredRecord) throws(DecodeError) in
-            if !first { w.raw(",") }
-            first = false
+        var count = 0
+        var next = r.nextOffset
+        try r.forEachRecord { (s: StoredRecord) throws(DecodeError) -> Bool in
+            if count > 0 { w.raw(",") }
             record(s, format: format, into: &w)
+            count += 1
+            if w.bytes.count >= byteBudget {
+                next = s.offset + 1
+                return false
+            }
+            return true
         }
         w.raw("],\"next_offset\":")
-        w.int(r.nextOffset.rawValue)
+        w.int(next.rawValue)
         w.raw(",\"high_watermark\":")
         w.int(r.highWatermark.rawValue)
         w.raw(",\"log_start_offset\":")
         w.int(r.logStartOffset.rawValue)
         w.raw("}")
-        return w.bytes
+        return (w.bytes, count, next)
     }
 
     static func record(_ s: StoredRecord, format: ValueFormat, into w: inout JSONWriter) {

@@ -8,6 +8,8 @@ public enum Operation: String, CaseIterable, Sendable {
     case listTopics, createTopic, getTopic, updateTopic, deleteTopic
     case produceRecords
     case getPartition, readRecords, getPartitionOffsets
+    // WebSocket sessions (WebSocketProduce.swift, WebSocketConsume.swift).
+    case produceWebSocket, consumeWebSocket
 }
 
 public struct Route: Sendable {
@@ -33,6 +35,9 @@ public enum Router {
         Route(method: "GET", template: "/v1/topics/{topic}/partitions/{partition}", operation: .getPartition),
         Route(method: "GET", template: "/v1/topics/{topic}/partitions/{partition}/records", operation: .readRecords),
         Route(method: "GET", template: "/v1/topics/{topic}/partitions/{partition}/offsets", operation: .getPartitionOffsets),
+        // WebSocket sessions.
+        Route(method: "GET", template: "/v1/topics/{topic}/ws", operation: .produceWebSocket),
+        Route(method: "GET", template: "/v1/topics/{topic}/partitions/{partition}/ws", operation: .consumeWebSocket),
     ]
 
     public enum Match: Equatable {

@@ -15,6 +15,12 @@ public struct Limits: Sendable, Equatable {
     public var waitMillisecondsMax: Int = 60_000
     /// Parked long-poll readers and unacknowledged producers, broker-wide (429 above it).
     public var parkedRequestsMax: Int = 10_000
+    /// Open SSE / NDJSON streams, broker-wide (429 above it).
+    public var streamsMax: Int = 1_000
+    /// Bytes a stream may have waiting for a slow client before the broker stops reading for it.
+    public var streamBufferBytes: Int = 4 * 1024 * 1024
+    /// Longest `stream_timeout` a client may ask for (0 = until the client leaves is allowed too).
+    public var streamTimeoutSecondsMax: Int = 24 * 3600
     /// Topics on this broker.
     public var topicsMax: Int = 10_000
     /// Partitions of one topic.

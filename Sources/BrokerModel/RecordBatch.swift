@@ -173,10 +173,19 @@ public struct RecordBatch: Equatable, Sendable {
 
     /// Calls `body` for each record in order, without building an intermediate array.
     public func forEachRecord(_ body: (StoredRecord) throws(DecodeError) -> Void) throws(DecodeError) {
+        try forEachRecord { (r: StoredRecord) throws(DecodeError) -> Bool in
+            try body(r)
+            return true
+        }
+    }
+
+    /// Calls `body` for each record in order until it returns false. Returns false if stopped early.
+    @discardableResult
+    public func forEachRecord(_ body: (StoredRecord) throws(DecodeError) -> Bool) throws(DecodeError) -> Bool {
         let base = baseOffset
         let baseTimestamp = self.baseTimestamp
         let count = Int(recordCount)
-        try withBytes(bytes) { (raw) throws(DecodeError) in
+        return try withBytes(bytes) { (raw) throws(DecodeError) -> Bool in
             var r = ByteReader(raw, position: RecordBatch.headerBytes)
             for _ in 0..<count {
                 let length = Int(try r.varint())
@@ -199,8 +208,9 @@ public struct RecordBatch: Equatable, Sendable {
                 }
                 guard r.position == end else { throw DecodeError("record body length mismatch") }
                 let record = Record(key: key, value: value, headers: headers, timestamp: baseTimestamp + timestampDelta)
-                try body(StoredRecord(offset: base + offsetDelta, record: record))
+                if !(try body(StoredRecord(offset: base + offsetDelta, record: record))) { return false }
             }
+            return true
         }
     }
 

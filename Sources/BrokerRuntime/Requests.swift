@@ -98,11 +98,21 @@ public struct ReadResult: Sendable {
 
     /// Calls `body` for each data record in `[fromOffset, nextOffset)`, skipping control batches.
     public func forEachRecord(_ body: (StoredRecord) throws(DecodeError) -> Void) throws(DecodeError) {
+        try forEachRecord { (r: StoredRecord) throws(DecodeError) -> Bool in
+            try body(r)
+            return true
+        }
+    }
+
+    /// Calls `body` for each data record in `[fromOffset, nextOffset)` until it returns false.
+    public func forEachRecord(_ body: (StoredRecord) throws(DecodeError) -> Bool) throws(DecodeError) {
         for batch in batches where !batch.isControl {
             if batch.lastOffset < fromOffset || batch.baseOffset >= nextOffset { continue }
-            try batch.forEachRecord { (r: StoredRecord) throws(DecodeError) in
-                if r.offset >= fromOffset && r.offset < nextOffset { try body(r) }
+            let completed = try batch.forEachRecord { (r: StoredRecord) throws(DecodeError) -> Bool in
+                if r.offset >= fromOffset && r.offset < nextOffset { return try body(r) }
+                return true
             }
+            if !completed { return }
         }
     }
 

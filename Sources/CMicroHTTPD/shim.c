@@ -6,6 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <nettle/sha1.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 struct cmhd_daemon_extra {
     cmhd_log_function log;
@@ -106,4 +110,63 @@ ssize_t cmhd_content_reader_end_with_error(void) { return MHD_CONTENT_READER_END
 
 enum MHD_Result cmhd_upgrade_action(struct MHD_UpgradeResponseHandle *handle, enum MHD_UpgradeAction action) {
     return MHD_upgrade_action(handle, action);
+}
+
+// MARK: WebSocket support
+
+enum MHD_Result cmhd_upgrade_close(struct MHD_UpgradeResponseHandle *handle) {
+    return MHD_upgrade_action(handle, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+void cmhd_sha1(const uint8_t *data, size_t length, uint8_t *digest) {
+    struct sha1_ctx context;
+    sha1_init(&context);
+    sha1_update(&context, length, data);
+    sha1_digest(&context, SHA1_DIGEST_SIZE, digest);
+}
+
+int cmhd_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int cmhd_epoll_control(int epoll_fd, int operation, int fd, int want_writable) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = EPOLLIN | EPOLLRDHUP | (want_writable ? EPOLLOUT : 0);
+    event.data.fd = fd;
+    int op = operation == 1 ? EPOLL_CTL_ADD : operation == 2 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+    return epoll_ctl(epoll_fd, op, fd, &event);
+}
+
+int cmhd_epoll_wait(int epoll_fd, int *fds, uint32_t *flags, int capacity, int timeout_milliseconds) {
+    struct epoll_event events[64];
+    if (capacity > 64) capacity = 64;
+    int count = epoll_wait(epoll_fd, events, capacity, timeout_milliseconds);
+    if (count < 0) return errno == EINTR ? 0 : -1;
+    for (int i = 0; i < count; i++) {
+        fds[i] = events[i].data.fd;
+        uint32_t e = events[i].events;
+        flags[i] = ((e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ? 1u : 0u) | ((e & EPOLLOUT) ? 2u : 0u);
+    }
+    return count;
+}
+
+int cmhd_eventfd_create(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+void cmhd_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    ssize_t written = write(fd, &one, sizeof one);
+    (void)written;  // EAGAIN means the counter is already non-zero: the loop wakes anyway
+}
+
+void cmhd_eventfd_drain(int fd) {
+    uint64_t value;
+    ssize_t got = read(fd, &value, sizeof value);
+    (void)got;
+}
+
+ssize_t cmhd_send_nonblocking(int fd, const void *bytes, size_t length) {
+    return send(fd, bytes, length, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+ssize_t cmhd_recv_nonblocking(int fd, void *bytes, size_t length) {
+    return recv(fd, bytes, length, MSG_DONTWAIT);
 }

@@ -58,6 +58,7 @@ public final class HTTPServer: Sendable {
                 UInt32(MHD_USE_INTERNAL_POLLING_THREAD.rawValue) | UInt32(MHD_USE_EPOLL.rawValue)
                 | UInt32(MHD_ALLOW_SUSPEND_RESUME.rawValue) | UInt32(MHD_USE_ERROR_LOG.rawValue)
                 | UInt32(MHD_USE_ITC.rawValue)  // MHD_quiesce_daemon needs it with internal threads
+                | UInt32(MHD_ALLOW_UPGRADE.rawValue)  // WebSocket
             var extra: OpaquePointer?
             var errorNumber: Int32 = 0
             let daemon: OpaquePointer? = configuration.host.withCString { host in
@@ -94,6 +95,9 @@ public final class HTTPServer: Sendable {
     /// Requests parked in a suspended connection, waiting for ``Responder/respond(_:)`` (or answered but
     /// not yet picked up by libmicrohttpd's thread).
     public var suspendedCount: Int { core.shared.withLock { $0.parked.count } }
+
+    /// Upgraded WebSockets open (or handshaken and about to open).
+    public var webSocketCount: Int { core.webSocketLoop.reservedCount.load(ordering: .relaxed) }
 
     /// How many times ``Responder/respond(_:)`` was called on an already answered request (a bug in the
     /// application; the extra answers were ignored).
@@ -139,6 +143,10 @@ public final class HTTPServer: Sendable {
         for context in leftovers { context.respond(.full(unavailable), fromServer: true) }
         // Open streams end now (their readers see end-of-stream instead of suspending again).
         for stream in core.shared.withLock({ Array($0.streams.values) }) { stream.finish() }
+
+        // Close every WebSocket (1001, then MHD_upgrade_action CLOSE) before the daemon stops: stopping
+        // with an upgraded connection open cuts the client off and leaves a dangling handle.
+        core.webSocketLoop.shutdown(graceSeconds: min(max(0, timeoutSeconds), 5))
 
         // Wait for MHD's threads to pick up the resumed connections: MHD_stop_daemon panics on any
         // connection still suspended. Bounded: a daemon that never drains is leaked rather than aborting.

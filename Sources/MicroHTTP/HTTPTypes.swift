@@ -20,6 +20,9 @@ public struct HTTPServerConfiguration: Sendable {
     /// `Content-Length` is refused before the body is read (and the connection closed); a chunked body is
     /// counted as it streams, discarded past the limit and answered 413 once drained.
     public var requestBodyBytesMax: Int = 16 << 20
+    /// Upgraded WebSockets open at most (they also count against ``connectionLimit``). Further upgrade
+    /// requests are answered 503.
+    public var webSocketsMax: Int = 1024
     /// Renders the server's own errors (413 body too large, 503 during shutdown) so that an application can
     /// make them JSON. Errors libmicrohttpd produces before any callback runs cannot be rendered here
     /// (0.9.75 has no hook): 431 for headers over ``connectionMemoryBytes`` (a small HTML page), and a

@@ -13,7 +13,7 @@ struct ConnectionHandle: @unchecked Sendable {
 ///                            └─(handler returns)─▶ suspended ─ respond() ─▶ resumed ─(MHD re-enters)─▶ sent
 ///     any ─▶ answeredByServer (413, 503 at shutdown...)      any ─▶ completed (MHD is done with it)
 ///
-/// A streaming response is just another ``Answer``; a WebSocket upgrade would be a third one.
+/// A streaming response is just another ``Answer``; so is a WebSocket upgrade (the third kind).
 enum RequestPhase {
     case receiving
     case handling
@@ -31,6 +31,8 @@ enum RequestPhase {
 enum Answer {
     case full(HTTPResponse)
     case stream(status: Int, headers: [(name: String, value: String)], ResponseStream)
+    /// 101 Switching Protocols, then the socket goes to the WebSocket event loop.
+    case upgrade(WebSocketUpgrade)
 }
 
 /// Per-request state, retained in MHD's `con_cls` from the first call of the access handler and released
@@ -46,6 +48,8 @@ final class RequestContext: @unchecked Sendable {
     var bodyBytesSeen = 0
     var isBodyTooLarge = false
     var isHead = false
+    /// A WebSocket upgrade answered on this request, settled at completion if the socket never came.
+    let upgrade = Mutex<WebSocketUpgrade?>(nil)
 
     init(connection: ConnectionHandle, core: ServerCore) {
         self.connection = connection

@@ -37,6 +37,22 @@ public final class ResponseRecorder: Sendable {
         }
     }
 
+    /// True if the handler accepted a WebSocket upgrade (a recorder has no socket: nothing follows).
+    public var isWebSocketUpgrade: Bool {
+        state.withLock { state in
+            if case .upgrade? = state.answers.first { return true }
+            return false
+        }
+    }
+
+    /// Bytes written to the stream and not yet taken (nil if the answer is not a stream). Peeking does
+    /// not read them, so a test can play a client that never reads.
+    public var pendingStreamBytes: Int? {
+        let first = state.withLock { $0.answers.first }
+        guard case .stream(_, _, let stream)? = first else { return nil }
+        return stream.pendingBytes
+    }
+
     /// The first answer if it was a stream: its head, the bytes written since the last call (taken, as a
     /// client would read them), and whether ``ResponseStream/finish()`` was called.
     public func takeStreamed() -> (status: Int, headers: [(name: String, value: String)], bytes: [UInt8], isFinished: Bool)? {

@@ -30,6 +30,8 @@ public final class ResponseStream: Sendable {
         /// Counted in `ServerCore.Shared.parkedStreamCount` (suspended, or resumed but not read again).
         var isParked = false
         var closeHandlers: [@Sendable () -> Void] = []
+        /// Called once the buffer has drained to `threshold` bytes or fewer (or the stream closed).
+        var drained: (threshold: Int, handler: @Sendable () -> Void)?
         var pendingBytes: Int { buffer.count - readOffset }
     }
 
@@ -84,6 +86,28 @@ public final class ResponseStream: Sendable {
         if runNow { handler() }
     }
 
+    /// Calls `handler` once, when at most `threshold` bytes are still waiting to be sent, or when the
+    /// stream closes (immediately if either is already true). This is the producer's backpressure
+    /// signal: a streaming endpoint writes until ``write(_:)`` says `.bufferFull` or the buffer is
+    /// above its high-water mark, then waits here instead of polling. Runs on an arbitrary thread
+    /// (often a libmicrohttpd thread): do little in it. A later call replaces an earlier pending one.
+    public func whenDrained(below threshold: Int, _ handler: @escaping @Sendable () -> Void) {
+        let runNow = state.withLock { state -> Bool in
+            if state.isClosed || state.pendingBytes <= threshold { return true }
+            state.drained = (threshold, handler)
+            return false
+        }
+        if runNow { handler() }
+    }
+
+    private func takeDrainHandler() -> (@Sendable () -> Void)? {
+        state.withLock { state in
+            guard let drained = state.drained, state.isClosed || state.pendingBytes <= drained.threshold else { return nil }
+            state.drained = nil
+            return drained.handler
+        }
+    }
+
     /// Resume is needed exactly when the reader suspended and nobody resumed yet.
     private func takeResume(_ state: inout State) -> Bool {
         guard state.isSuspended else { return false }
@@ -93,19 +117,24 @@ public final class ResponseStream: Sendable {
 
     /// Takes the buffered bytes (detached streams only: a ``ResponseRecorder`` plays the client).
     func takeBuffered() -> (bytes: [UInt8], isFinished: Bool) {
-        state.withLock { state in
+        let taken = state.withLock { state in
             let bytes = Array(state.buffer[state.readOffset...])
             state.buffer = []
             state.readOffset = 0
             return (bytes, state.isFinished)
         }
+        if let drained = takeDrainHandler() { drained() }
+        return taken
     }
 
     func markClosed() {
         let handlers: [@Sendable () -> Void] = state.withLock { state in
             state.isClosed = true
-            defer { state.closeHandlers = [] }
-            return state.closeHandlers
+            defer {
+                state.closeHandlers = []
+                state.drained = nil
+            }
+            return state.closeHandlers + (state.drained.map { [$0.handler] } ?? [])
         }
         for handler in handlers { handler() }
     }
@@ -116,7 +145,9 @@ public final class ResponseStream: Sendable {
     /// (returning 0 without suspending would make MHD's thread spin).
     static let reader: MHD_ContentReaderCallback = { cls, _, buffer, max in
         let stream = Unmanaged<ResponseStream>.fromOpaque(cls!).takeUnretainedValue()
-        return stream.read(into: UnsafeMutableRawPointer(buffer!), max: max)
+        let result = stream.read(into: UnsafeMutableRawPointer(buffer!), max: max)
+        if result > 0, let drained = stream.takeDrainHandler() { drained() }
+        return result
     }
 
     static let released: MHD_ContentReaderFreeCallback = { cls in

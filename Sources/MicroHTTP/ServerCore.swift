@@ -8,6 +8,8 @@ final class ServerCore: Sendable {
     let configuration: HTTPServerConfiguration
     let handler: HTTPHandler
     let duplicateResponseCount = Atomic<Int>(0)
+    /// Serves every upgraded WebSocket (its thread starts with the first upgrade).
+    let webSocketLoop: WebSocketLoop
 
     struct Shared {
         /// Set by stop(): new requests get 503, and a handler returning without an answer gets 503 instead
@@ -28,6 +30,7 @@ final class ServerCore: Sendable {
     init(configuration: HTTPServerConfiguration, handler: @escaping HTTPHandler) {
         self.configuration = configuration
         self.handler = handler
+        webSocketLoop = WebSocketLoop(log: configuration.log)
     }
 
     // MARK: C callbacks (non-capturing, nonisolated)
@@ -45,6 +48,7 @@ final class ServerCore: Sendable {
         requestContext.pointee = nil
         let context = Unmanaged<RequestContext>.fromOpaque(raw).takeRetainedValue()
         context.phase.withLock { $0 = .completed }
+        context.upgrade.withLock { $0 }?.requestCompleted()
         let core = Unmanaged<ServerCore>.fromOpaque(cls!).takeUnretainedValue()
         // A parked connection whose client left is completed without re-entering the handler.
         core.shared.withLock { _ = $0.parked.removeValue(forKey: context.identifier) }
@@ -224,6 +228,8 @@ final class ServerCore: Sendable {
             return queue(HTTPResponse(status: status, headers: headers), on: connection)
         case .stream(let status, let headers, let stream):
             return queueStream(stream, status: status, headers: headers, on: connection)
+        case .upgrade(let upgrade):
+            return queueUpgrade(upgrade, on: connection)
         }
     }
 
@@ -246,6 +252,24 @@ final class ServerCore: Sendable {
         defer { MHD_destroy_response(made) }
         addHeaders(headers, to: made)
         return MHD_queue_response(connection.pointer, UInt32(status), made)
+    }
+
+    /// 101 with the accept key; libmicrohttpd adds `Connection: Upgrade` and calls
+    /// ``WebSocketUpgrade/upgraded`` once the head is sent.
+    private func queueUpgrade(_ upgrade: WebSocketUpgrade, on connection: ConnectionHandle) -> MHD_Result {
+        let made = MHD_create_response_for_upgrade(WebSocketUpgrade.upgraded, Unmanaged.passRetained(upgrade).toOpaque())
+        guard let made else {
+            Unmanaged.passUnretained(upgrade).release()
+            if !upgrade.isSettled.exchange(true, ordering: .acquiringAndReleasing) { webSocketLoop.releaseReservation() }
+            configuration.log("MicroHTTP: cannot create a WebSocket upgrade response")
+            return .NO
+        }
+        upgrade.isQueued.store(true, ordering: .releasing)
+        defer { MHD_destroy_response(made) }
+        var headers: [(name: String, value: String)] = [("Upgrade", "websocket"), ("Sec-WebSocket-Accept", upgrade.acceptKey)]
+        if let subprotocol = upgrade.subprotocol { headers.append(("Sec-WebSocket-Protocol", subprotocol)) }
+        addHeaders(headers + upgrade.headers, to: made)
+        return MHD_queue_response(connection.pointer, 101, made)
     }
 
     private func addHeaders(_ headers: [(name: String, value: String)], to response: OpaquePointer) {

@@ -54,4 +54,33 @@ ssize_t cmhd_content_reader_end_with_error(void);
 /// MHD_upgrade_action without varargs.
 enum MHD_Result cmhd_upgrade_action(struct MHD_UpgradeResponseHandle *handle, enum MHD_UpgradeAction action);
 
+// MARK: WebSocket support (additions for MicroHTTP's WebSocket transport)
+
+/// MHD_upgrade_action(handle, MHD_UPGRADE_ACTION_CLOSE): the one way to close an upgraded socket.
+enum MHD_Result cmhd_upgrade_close(struct MHD_UpgradeResponseHandle *handle);
+
+/// SHA-1 of `length` bytes into `digest` (20 bytes), via nettle (already a dependency of MHD's TLS).
+/// For the WebSocket accept key only: SHA-1 is not used for anything that needs collision resistance.
+void cmhd_sha1(const uint8_t *data, size_t length, uint8_t *digest);
+
+/// epoll without `struct epoll_event` (packed on x86_64, awkward to import): the fd is the event's data.
+int cmhd_epoll_create(void);
+/// `operation`: 1 add, 2 delete, 3 modify. `want_writable` adds EPOLLOUT to EPOLLIN | EPOLLRDHUP.
+int cmhd_epoll_control(int epoll_fd, int operation, int fd, int want_writable);
+/// Waits up to `timeout_milliseconds`; fills `fds[i]` and `flags[i]` (bit 0 readable or hang-up/error,
+/// bit 1 writable). Returns the count, 0 on timeout, -1 with errno (EINTR is reported as 0).
+int cmhd_epoll_wait(int epoll_fd, int *fds, uint32_t *flags, int capacity, int timeout_milliseconds);
+
+/// An eventfd to wake an epoll loop (non-blocking, close-on-exec); -1 on failure.
+int cmhd_eventfd_create(void);
+/// Adds 1 to the eventfd counter (wakes its epoll waiter).
+void cmhd_eventfd_signal(int fd);
+/// Resets the eventfd counter.
+void cmhd_eventfd_drain(int fd);
+
+/// Non-blocking send that never raises SIGPIPE (MSG_NOSIGNAL | MSG_DONTWAIT). -1 with errno.
+ssize_t cmhd_send_nonblocking(int fd, const void *bytes, size_t length);
+/// Non-blocking recv (MSG_DONTWAIT). -1 with errno (EAGAIN when nothing is waiting).
+ssize_t cmhd_recv_nonblocking(int fd, void *bytes, size_t length);
+
 #endif
