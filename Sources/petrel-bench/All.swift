@@ -31,8 +31,10 @@ struct All: ParsableCommand {
         defer { baseline.stop() }
         log("broker pid \(broker.pid) at \(broker.url) (data \(dataDirectory)); baseline pid \(baseline.pid) at \(baseline.url)")
 
+        var runOptions = options
+        runOptions.fsyncDirectory = dataDirectory  // the control measures the broker's own disk
         try BenchmarkRun(
-            options: options, broker: try Endpoint(url: broker.url), baseline: try Endpoint(url: baseline.url),
+            options: runOptions, broker: try Endpoint(url: broker.url), baseline: try Endpoint(url: baseline.url),
             brokerPID: broker.pid, baselinePID: baseline.pid
         ).execute()
     }

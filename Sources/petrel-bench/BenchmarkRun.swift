@@ -81,6 +81,20 @@ struct BenchmarkRun {
                         "clientCPUPercentOfOneCore": 100 * (processCPUSeconds() - cpuBefore) / r.seconds,
                     ].merging(serverCPUDetails(since: serverBefore, seconds: r.seconds, units: r.records)) { a, _ in a })
             }
+            if selected("controls") {
+                let busy = quiet()
+                let fsync = try Workloads.appendFsyncLatencies(directory: options.fsyncDirectory, count: options.w3Calls)
+                let notes = "\(options.w3Calls) x (4 KiB write + fdatasync) on a growing file in \(options.fsyncDirectory)"
+                recorder.add(id: "fsync-p50", workload: "control: disk append+fdatasync", metric: "p50", unit: "ms", client: "in-process loop", notes: notes, value: Stats.percentile(fsync, 50), busy: busy)
+                recorder.add(id: "fsync-p99", workload: "control: disk append+fdatasync", metric: "p99", unit: "ms", client: "in-process loop", notes: notes, value: Stats.percentile(fsync, 99), busy: busy)
+                if let baseline {
+                    let busy = quiet()
+                    let rtt = try Workloads.roundTripLatencies(endpoint: baseline, count: options.w3Calls)
+                    let notes = "\(options.w3Calls) sequential 100-byte POSTs to the baseline server"
+                    recorder.add(id: "rtt-p50", workload: "control: HTTP round trip to the bare MHD baseline", metric: "p50", unit: "ms", client: "raw-socket client, 1 conn", notes: notes, value: Stats.percentile(rtt, 50), busy: busy)
+                    recorder.add(id: "rtt-p99", workload: "control: HTTP round trip to the bare MHD baseline", metric: "p99", unit: "ms", client: "raw-socket client, 1 conn", notes: notes, value: Stats.percentile(rtt, 99), busy: busy)
+                }
+            }
             if selected("w3") {
                 let topic = "bench-\(runID)-w3-\(rep)"
                 try workloads.createTopic(topic)

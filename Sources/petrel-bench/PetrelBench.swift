@@ -19,6 +19,8 @@ struct PetrelBench: ParsableCommand {
               last ack (every ack must list every offset).
             W2: the W1b topic read from offset 0, max_records=--w2-max-records,
               one connection; records/s; count and next_offset verified.
+            controls: --w3-calls x (4 KiB append + fdatasync) and sequential
+              POSTs to the baseline: the disk and HTTP floors under W3/W4.
             W3: --w3-calls single-record acks=all produces, one at a time.
             W4: a reader thread long-polls (wait_ms) on its own connection
               following next_offset; --w4-messages acks=all produces 5 ms
@@ -48,7 +50,9 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("rps-seconds"), help: "Duration of each req/s run.") var rpsSeconds = 5.0
     @Option(name: .customLong("load-threads"), help: "poll-loop threads of the req/s load generator.") var loadThreads = 1
     @Flag(help: "Also drive the req/s test with wrk (-t1, a Lua script POSTing 100 bytes) to cross-check the client.") var wrk = false
-    @Option(help: "Comma-separated subset: w1a,w1b,w2,w3,w4,rps (default: all).") var only: String?
+    @Option(help: "Comma-separated subset: w1a,w1b,w2,controls,w3,w4,rps (default: all).") var only: String?
+    @Option(name: .customLong("fsync-dir"), help: "Where the append+fdatasync control writes (put it on the broker's disk).")
+    var fsyncDirectory = NSTemporaryDirectory()
     @Option(name: .customLong("quiet-wait"), help: "Wait up to this many seconds for a quiet machine before each repetition.") var quietWaitSeconds = 5.0
     @Option(name: .customLong("quiet-percent"), help: "Busy% below which the machine counts as quiet.") var quietPercent = 25.0
     @Option(help: "Write raw values, medians and machine facts to this JSON file.") var out: String?

@@ -150,6 +150,48 @@ struct Workloads {
         return ReadBackResult(seconds: seconds, records: records, requests: requests)
     }
 
+    // MARK: controls: the floors under W3/W4 measured in the same repetition
+
+    /// 4 KiB append + fdatasync, one at a time, on a growing file in `directory` (the peers' limits
+    /// row "(i) 4KiB append+fdatasync"): the disk's share of an acks=all answer. Latencies in ms.
+    static func appendFsyncLatencies(directory: String, count: Int) throws -> [Double] {
+        let path = (directory.hasSuffix("/") ? directory : directory + "/") + "petrel-bench-fsync-\(getpid()).tmp"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw BenchError("open \(path): \(String(cString: strerror(errno)))") }
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        let block = [UInt8](repeating: UInt8(ascii: "x"), count: 4096)
+        var latencies: [Double] = []
+        latencies.reserveCapacity(count)
+        for _ in 0..<count {
+            let start = monotonicNanoseconds()
+            let written = block.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
+            guard written == block.count, fdatasync(fd) == 0 else { throw BenchError("append+fdatasync: \(String(cString: strerror(errno)))") }
+            latencies.append(Double(monotonicNanoseconds() - start) / 1e6)
+        }
+        return latencies
+    }
+
+    /// Sequential 100-byte POSTs to the bare baseline server on one connection: the HTTP round trip
+    /// (and scheduling noise) under every single-record produce. Latencies in ms.
+    static func roundTripLatencies(endpoint: Endpoint, count: Int) throws -> [Double] {
+        let connection = try HTTPConnection(endpoint)
+        let request = RequestBytes(
+            method: "POST", path: "/", host: endpoint.description, contentType: "text/plain",
+            body: [UInt8](repeating: UInt8(ascii: "x"), count: recordValueBytes))
+        var latencies: [Double] = []
+        latencies.reserveCapacity(count)
+        for _ in 0..<count {
+            let start = monotonicNanoseconds()
+            let response = try connection.exchange(request)
+            guard response.status == 200 else { throw BenchError("baseline answered HTTP \(response.status)") }
+            latencies.append(Double(monotonicNanoseconds() - start) / 1e6)
+        }
+        return latencies
+    }
+
     // MARK: W3 single-record produce latency
 
     /// `calls` single-record produces (text/plain body = the 100-byte value), one at a time on one
