@@ -173,8 +173,11 @@ enum LoadGenerator {
             }
             let total = head.headLength + bodyLength
             guard connections[index].filled >= total else { return false }
-            // Closed-loop client: one request in flight, so nothing can follow the response.
-            precondition(connections[index].filled == total, "bytes after a response with one request in flight")
+            // Closed-loop client: one request in flight, so nothing may follow the response.
+            guard connections[index].filled == total else {
+                fail(index, "\(connections[index].filled - total) unexpected bytes after a response")
+                return false
+            }
             connections[index].filled = 0
             connections[index].isAwaiting = false
             awaitingCount -= 1
