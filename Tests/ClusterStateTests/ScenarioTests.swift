@@ -1,0 +1,51 @@
+import ClusterState
+import Foundation
+import Testing
+
+/// Golden scenarios: `Scenarios/<name>.txt` is the script, `Scenarios/<name>.golden` its transcript.
+/// A change in behaviour shows up as a diff of the golden file. To accept a change on purpose:
+/// `PETREL_REGENERATE_GOLDEN=1 swift test --filter ClusterStateTests`, then read the diff.
+enum ScenarioFiles {
+    /// Scripts are read from the copied resource; regenerated goldens are written to the source tree.
+    static var bundleDirectory: URL { Bundle.module.resourceURL!.appendingPathComponent("Scenarios") }
+    static var sourceDirectory: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scenarios")
+    }
+
+    static func names() -> [String] {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: bundleDirectory.path)) ?? []
+        return files.filter { $0.hasSuffix(".txt") }.map { String($0.dropLast(4)) }.sorted()
+    }
+}
+
+@Suite struct ScenarioTests {
+    @Test func scenariosExist() {
+        #expect(ScenarioFiles.names().count >= 9, "scenario scripts missing from the test bundle")
+    }
+
+    @Test(arguments: ScenarioFiles.names())
+    func scenario(_ name: String) throws {
+        let script = try String(contentsOf: ScenarioFiles.bundleDirectory.appendingPathComponent(name + ".txt"), encoding: .utf8)
+        var runner = ScenarioRunner()
+        let transcript = runner.run(script: script)
+        #expect(runner.failures.isEmpty, "\(name): \(runner.failures)")
+        if ProcessInfo.processInfo.environment["PETREL_REGENERATE_GOLDEN"] == "1" {
+            let url = ScenarioFiles.sourceDirectory.appendingPathComponent(name + ".golden")
+            try transcript.write(to: url, atomically: true, encoding: .utf8)
+            return
+        }
+        let goldenURL = ScenarioFiles.bundleDirectory.appendingPathComponent(name + ".golden")
+        guard let golden = try? String(contentsOf: goldenURL, encoding: .utf8) else {
+            Issue.record("\(name).golden is missing; run with PETREL_REGENERATE_GOLDEN=1 to create it")
+            return
+        }
+        if golden != transcript {
+            let expected = golden.split(separator: "\n", omittingEmptySubsequences: false)
+            let actual = transcript.split(separator: "\n", omittingEmptySubsequences: false)
+            let line = (0..<min(expected.count, actual.count)).first { expected[$0] != actual[$0] } ?? min(expected.count, actual.count)
+            let want = line < expected.count ? String(expected[line]) : "<end>"
+            let got = line < actual.count ? String(actual[line]) : "<end>"
+            Issue.record("\(name): transcript differs from golden at line \(line + 1)\n  golden: \(want)\n  actual: \(got)")
+        }
+    }
+}
