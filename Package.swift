@@ -24,7 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
-        .target(name: "BrokerModel", swiftSettings: swiftSettings),
+        .target(name: "CCRC32C"),
+        .target(name: "BrokerModel", dependencies: ["CCRC32C"], swiftSettings: swiftSettings),
         .target(name: "Consensus", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .target(name: "LogStorage", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),
         .target(name: "ClusterState", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),

@@ -17,7 +17,15 @@ public struct Route: Sendable {
     /// Path template with `{name}` parameters, as written in the OpenAPI document.
     public var template: String
     public var operation: Operation
-    var segments: [String] { template.split(separator: "/", omittingEmptySubsequences: true).map(String.init) }
+    /// The template split at `/`, computed once (matching runs on every request).
+    let segments: [String]
+
+    public init(method: String, template: String, operation: Operation) {
+        self.method = method
+        self.template = template
+        self.operation = operation
+        segments = template.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+    }
 }
 
 public enum Router {

@@ -291,7 +291,9 @@ public final class PartitionLog {
         while index < segments.count {
             let segment = segments[index]
             let start = segment.startPosition(for: offset)
-            let chunk = Int64(min(max(maxBytes, 64 << 10), 8 << 20))
+            // Read in chunks of at most 1 MiB (the scanner refills): a large maxBytes must not
+            // allocate and fault in megabytes that the answer's record limit never uses.
+            let chunk = Int64(min(max(maxBytes, 64 << 10), 1 << 20))
             var scanner = BatchScanner(file: segment.logFile, position: start, end: segment.sizeBytes, chunkBytes: Int(chunk))
             while true {
                 switch try scanner.next() {

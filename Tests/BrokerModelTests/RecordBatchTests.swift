@@ -57,6 +57,21 @@ import Testing
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
     }
 
+    @Test func hardwareAndSoftwareAgree() {
+        var seed: UInt64 = 12345
+        for length in [0, 1, 7, 8, 9, 63, 64, 65, 1000, 4099] {
+            let data = (0..<length).map { _ -> UInt8 in
+                seed = seed &* 6364136223846793005 &+ 1442695040888963407
+                return UInt8(truncatingIfNeeded: seed >> 33)
+            }
+            let software = data.withUnsafeBytes { CRC32C.softwareChecksum($0) }
+            #expect(CRC32C.checksum(data) == software, "length \(length)")
+            let partial = data.withUnsafeBytes { CRC32C.softwareChecksum(UnsafeRawBufferPointer(rebasing: $0[0..<(length / 2)])) }
+            let continued = data.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(length / 2)...]), continuing: partial) }
+            #expect(continued == software, "continued, length \(length)")
+        }
+    }
+
     @Test func continuingEqualsWhole() {
         let data = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         let first = data.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<333])) }
