@@ -149,18 +149,20 @@ final class ConsumeSocket: WebSocketHandler {
             message += rendered.bytes.dropFirst()
         }
         state.withLock { state in
-            state.isReading = false
             state.next = .exact(rendered.nextOffset)
             if rendered.count > 0 {
                 if let records = state.creditRecords { state.creditRecords = records - rendered.count }
                 if let bytes = state.creditBytes { state.creditBytes = bytes - message.count }
             }
         }
-        if message.isEmpty {
+        // `isReading` stays set until this answer is on the socket: a credit message arriving in
+        // between must not start the next read, whose answer could otherwise be sent first and
+        // reach the client out of order.
+        let sent = message.isEmpty ? .accepted : connection.send(text: String(decoding: message, as: UTF8.self))
+        state.withLock { $0.isReading = false }
+        switch sent {
+        case .accepted where message.isEmpty:
             pump()  // the wait ended without records: read again (if credit remains)
-            return
-        }
-        switch connection.send(text: String(decoding: message, as: UTF8.self)) {
         case .accepted:
             connection.whenDrained(below: settings.bufferBytes / 2) { [self] in pump() }
         case .bufferFull, .closed:

@@ -281,7 +281,8 @@ def test_time_retention_deletes_old_segments(make_broker):
     assert o["log_start_offset"] > 0, f"time retention did not run within 10 s: {o}"
     assert o["log_end_offset"] == n
     page = broker.read("old", 0, "earliest", max_records=1)
-    assert page["records"][0]["offset"] == o["log_start_offset"] == page["log_start_offset"]
+    # Another retention pass may have run since (the first one can land mid-fill): the start only moves forward.
+    assert page["records"][0]["offset"] == page["log_start_offset"] >= o["log_start_offset"]
     # retention.ms = -1 keeps everything: a second topic with old records is untouched.
     broker.create_topic("forever", partitions=1, configs={"segment.bytes": "1048576", "retention.ms": "-1"})
     _fill(broker, "forever", 3, timestamp=1000)
