@@ -151,11 +151,11 @@ final class PartitionStream: Sendable {
             var w = JSONWriter(capacity: min(read.batches.reduce(0) { $0 + $1.sizeBytes } * 2, budget + 4096))
             var count = 0
             var next = read.nextOffset
-            try read.forEachRecord { (r: StoredRecord) throws(DecodeError) -> Bool in
+            try read.forEachRecordView { (r: RecordView) throws(DecodeError) -> Bool in
                 w.raw("id: ")
                 w.int(r.offset.rawValue)
                 w.raw("\nevent: record\ndata: ")
-                Render.record(r, format: settings.format, into: &w)
+                try Render.record(r, format: settings.format, into: &w)
                 w.raw("\n\n")
                 count += 1
                 if w.bytes.count >= budget {

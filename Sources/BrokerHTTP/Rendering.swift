@@ -60,9 +60,9 @@ enum Render {
         w.raw(",\"records\":[")
         var count = 0
         var next = r.nextOffset
-        try r.forEachRecord { (s: StoredRecord) throws(DecodeError) -> Bool in
+        try r.forEachRecordView { (s: RecordView) throws(DecodeError) -> Bool in
             if count > 0 { w.raw(",") }
-            record(s, format: format, into: &w)
+            try record(s, format: format, into: &w)
             count += 1
             if w.bytes.count >= byteBudget {
                 next = s.offset + 1
@@ -98,46 +98,83 @@ enum Render {
         w.raw("]}")
     }
 
+    /// The same rendering as `record(_ s: StoredRecord, ...)`, straight from the batch bytes.
+    static func record(_ s: RecordView, format: ValueFormat, into w: inout JSONWriter) throws(DecodeError) {
+        w.raw("{\"offset\":")
+        w.int(s.offset.rawValue)
+        w.raw(",\"timestamp\":")
+        w.int(s.timestamp)
+        field("key", s.key, format: format, into: &w)
+        field("value", s.value, format: format, into: &w)
+        w.raw(",\"headers\":[")
+        var first = true
+        try s.forEachHeader { key, value in
+            if !first { w.raw(",") }
+            first = false
+            w.raw("{\"key\":")
+            // As the decoding path does: String(decoding:) repairs invalid UTF-8 in header names.
+            w.string(String(decoding: key, as: UTF8.self))
+            field("value", value, format: format, into: &w)
+            w.raw("}")
+        }
+        w.raw("]}")
+    }
+
     /// Writes `,"name":...` (or `,"name_base64":"..."`) for one key/value field.
     static func field(_ name: StaticString, _ bytes: [UInt8]?, format: ValueFormat, into w: inout JSONWriter) {
+        guard let bytes else { return field(name, nil as UnsafeRawBufferPointer?, format: format, into: &w) }
+        bytes.withUnsafeBytes { field(name, $0, format: format, into: &w) }
+    }
+
+    static func field(_ name: StaticString, _ bytes: UnsafeRawBufferPointer?, format: ValueFormat, into w: inout JSONWriter) {
         w.raw(",\"")
         w.raw(name)
         guard let bytes else {
             w.raw("\":null")
             return
         }
+        let utf8 = bytes.assumingMemoryBound(to: UInt8.self)
         switch format {
         case .binary:
             w.raw("_base64\":")
-            w.base64String(bytes)
+            w.base64String(Array(utf8))
         case .text, .json:
-            let isText = bytes.withUnsafeBufferPointer { buffer -> Bool in
-                var it = buffer.makeIterator()
-                var decoder = UTF8()
-                while true {
-                    switch decoder.decode(&it) {
-                    case .scalarValue: continue
-                    case .emptyInput: return true
-                    case .error: return false
-                    }
-                }
-            }
-            if !isText {
+            if !isValidUTF8(utf8) {
                 w.raw("_base64\":")
-                w.base64String(bytes)
-            } else if format == .json, (try? JSONParser.parse(bytes)) != nil {
+                w.base64String(Array(utf8))
+            } else if format == .json, (try? JSONParser.parse(Array(utf8))) != nil {
                 w.raw("\":")
                 // Valid JSON has no raw line breaks inside strings, so any CR/LF is whitespace between
                 // tokens: make it a space, or a pretty-printed value would split an NDJSON line or an
                 // SSE data: line in two.
-                if bytes.contains(0x0A) || bytes.contains(0x0D) {
-                    w.raw(bytes.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
-                } else {
-                    w.raw(bytes)
-                }
+                w.raw(utf8.map { $0 == 0x0A || $0 == 0x0D ? 0x20 : $0 })
             } else {
                 w.raw("\":")
-                w.stringBytes(bytes)
+                w.stringBytes(utf8)
+            }
+        }
+    }
+
+    /// ASCII fast path (8 bytes at a time), full UTF-8 validation only when a high bit is seen.
+    static func isValidUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        var i = 0
+        let n = bytes.count
+        if let base = bytes.baseAddress {
+            let raw = UnsafeRawPointer(base)
+            while i + 8 <= n {
+                if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
+                i += 8
+            }
+        }
+        while i < n && bytes[i] < 0x80 { i += 1 }
+        if i == n { return true }
+        var it = UnsafeBufferPointer(rebasing: bytes[i...]).makeIterator()
+        var decoder = UTF8()
+        while true {
+            switch decoder.decode(&it) {
+            case .scalarValue: continue
+            case .emptyInput: return true
+            case .error: return false
             }
         }
     }

@@ -116,6 +116,18 @@ public struct ReadResult: Sendable {
         }
     }
 
+    /// Like `forEachRecord(_:)` but without copying (see `RecordView`). Stops when `body` returns false.
+    public func forEachRecordView(_ body: (RecordView) throws(DecodeError) -> Bool) throws(DecodeError) {
+        for batch in batches where !batch.isControl {
+            if batch.lastOffset < fromOffset || batch.baseOffset >= nextOffset { continue }
+            let completed = try batch.forEachRecordView { (r: RecordView) throws(DecodeError) -> Bool in
+                if r.offset >= fromOffset && r.offset < nextOffset { return try body(r) }
+                return true
+            }
+            if !completed { return }
+        }
+    }
+
     public func records() throws(DecodeError) -> [StoredRecord] {
         var out: [StoredRecord] = []
         try forEachRecord { (r: StoredRecord) throws(DecodeError) in out.append(r) }
