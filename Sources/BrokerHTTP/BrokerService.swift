@@ -167,24 +167,11 @@ public final class BrokerService: Sendable {
         let topic = try Self.topic(params)
         let partition = try Self.partition(params)
         let limits = broker.configuration.limits
-        var offset = OffsetSpec.earliest
-        if let text = request.queryValue("offset") {
-            switch text {
-            case "earliest", "beginning": offset = .earliest
-            case "latest", "end": offset = .latest
-            default:
-                guard let o = Int64(text), o >= 0 else { throw .badRequest("offset must be a non-negative integer, 'earliest' or 'latest', got '\(text)'") }
-                offset = .exact(Offset(o))
-            }
-        }
+        var offset = try Self.offset(request)
         let maxRecords = try Self.integer(request, "max_records", default: 500, range: 1...limits.readRecordsMax)
         let maxBytes = try Self.integer(request, "max_bytes", default: 1 << 20, range: 1...limits.readBytesMax)
         let wait = try Self.integer(request, "wait_ms", default: 0, range: 0...limits.waitMillisecondsMax)
-        var format = ValueFormat.text
-        if let text = request.queryValue("format") {
-            guard let f = ValueFormat(rawValue: text) else { throw .badRequest("format must be text, json or binary, got '\(text)'") }
-            format = f
-        }
+        let format = try Self.format(request)
         let accept = request.header("Accept") ?? ""
         if accept.contains("text/event-stream") || accept.contains(MediaType.ndjson) {
             let kind: PartitionStream.Kind = accept.contains("text/event-stream") ? .sse : .ndjson
@@ -264,6 +251,25 @@ public final class BrokerService: Sendable {
 
     static func partition(_ params: [String: String]) throws(BrokerError) -> PartitionID {
         try ProduceParsing.partition(params["partition"] ?? "")
+    }
+
+    /// `?offset=N|earliest|beginning|latest|end` (default earliest).
+    static func offset(_ request: HTTPRequest) throws(BrokerError) -> OffsetSpec {
+        guard let text = request.queryValue("offset") else { return .earliest }
+        switch text {
+        case "earliest", "beginning": return .earliest
+        case "latest", "end": return .latest
+        default:
+            guard let o = Int64(text), o >= 0 else { throw .badRequest("offset must be a non-negative integer, 'earliest' or 'latest', got '\(text)'") }
+            return .exact(Offset(o))
+        }
+    }
+
+    /// `?format=text|json|binary` (default text).
+    static func format(_ request: HTTPRequest) throws(BrokerError) -> ValueFormat {
+        guard let text = request.queryValue("format") else { return .text }
+        guard let f = ValueFormat(rawValue: text) else { throw .badRequest("format must be text, json or binary, got '\(text)'") }
+        return f
     }
 
     static func integer(_ request: HTTPRequest, _ name: String, default value: Int, range: ClosedRange<Int>) throws(BrokerError) -> Int {

@@ -186,23 +186,10 @@ extension BrokerService {
         let topic = try Self.topic(params)
         let partition = try Self.partition(params)
         let limits = broker.configuration.limits
-        var offset = OffsetSpec.earliest
-        if let text = request.queryValue("offset") {
-            switch text {
-            case "earliest", "beginning": offset = .earliest
-            case "latest", "end": offset = .latest
-            default:
-                guard let o = Int64(text), o >= 0 else { throw .badRequest("offset must be a non-negative integer, 'earliest' or 'latest', got '\(text)'") }
-                offset = .exact(Offset(o))
-            }
-        }
+        let offset = try Self.offset(request)
         let maxRecords = try Self.integer(request, "max_records", default: 500, range: 1...limits.readRecordsMax)
         let maxBytes = try Self.integer(request, "max_bytes", default: 1 << 20, range: 1...limits.readBytesMax)
-        var format = ValueFormat.text
-        if let text = request.queryValue("format") {
-            guard let f = ValueFormat(rawValue: text) else { throw .badRequest("format must be text, json or binary, got '\(text)'") }
-            format = f
-        }
+        let format = try Self.format(request)
         // Check the start position now, so a bad offset gets a plain JSON error rather than a socket.
         let offsets = try broker.offsets(topic: topic, partition: partition)
         if case .exact(let o) = offset, o < offsets.logStartOffset || o > offsets.logEndOffset {
