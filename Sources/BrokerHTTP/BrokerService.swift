@@ -209,11 +209,7 @@ public final class BrokerService: Sendable {
         let timeoutSeconds = try Self.integer(request, "stream_timeout", default: 0, range: 0...limits.streamTimeoutSecondsMax)
         let streamLimit = try Self.integer(request, "stream_limit", default: 0, range: 0...Int(Int32.max))
         let batchLimit = try Self.integer(request, "batch_limit", default: batchLimit, range: 1...limits.readRecordsMax)
-        // Check the start position now, so a bad offset gets a plain JSON error rather than a stream.
-        let offsets = try broker.offsets(topic: topic, partition: partition)
-        if case .exact(let o) = offset, o < offsets.logStartOffset || o > offsets.logEndOffset {
-            throw .offsetOutOfRange(requested: o.rawValue, logStart: offsets.logStartOffset.rawValue, logEnd: offsets.logEndOffset.rawValue)
-        }
+        try checkStart(offset, topic: topic, partition: partition)
         guard openStreams.wrappingAdd(1, ordering: .relaxed).newValue <= limits.streamsMax else {
             openStreams.wrappingSubtract(1, ordering: .relaxed)
             throw .overloaded("too many open streams (\(limits.streamsMax)); retry later")
@@ -251,6 +247,15 @@ public final class BrokerService: Sendable {
 
     static func partition(_ params: [String: String]) throws(BrokerError) -> PartitionID {
         try ProduceParsing.partition(params["partition"] ?? "")
+    }
+
+    /// Checks a stream's start offset before the stream or socket opens, so a bad one gets a plain
+    /// JSON error (416 naming the valid range) instead of a stream that ends at once.
+    func checkStart(_ offset: OffsetSpec, topic: TopicName, partition: PartitionID) throws(BrokerError) {
+        let offsets = try broker.offsets(topic: topic, partition: partition)
+        if case .exact(let o) = offset, o < offsets.logStartOffset || o > offsets.logEndOffset {
+            throw .offsetOutOfRange(requested: o.rawValue, logStart: offsets.logStartOffset.rawValue, logEnd: offsets.logEndOffset.rawValue)
+        }
     }
 
     /// `?offset=N|earliest|beginning|latest|end` (default earliest).

@@ -190,11 +190,7 @@ extension BrokerService {
         let maxRecords = try Self.integer(request, "max_records", default: 500, range: 1...limits.readRecordsMax)
         let maxBytes = try Self.integer(request, "max_bytes", default: 1 << 20, range: 1...limits.readBytesMax)
         let format = try Self.format(request)
-        // Check the start position now, so a bad offset gets a plain JSON error rather than a socket.
-        let offsets = try broker.offsets(topic: topic, partition: partition)
-        if case .exact(let o) = offset, o < offsets.logStartOffset || o > offsets.logEndOffset {
-            throw .offsetOutOfRange(requested: o.rawValue, logStart: offsets.logStartOffset.rawValue, logEnd: offsets.logEndOffset.rawValue)
-        }
+        try checkStart(offset, topic: topic, partition: partition)
         // Consume sessions count against the same limit as SSE/NDJSON streams.
         guard openStreams.wrappingAdd(1, ordering: .relaxed).newValue <= limits.streamsMax else {
             openStreams.wrappingSubtract(1, ordering: .relaxed)

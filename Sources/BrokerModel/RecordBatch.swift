@@ -180,44 +180,17 @@ public struct RecordBatch: Equatable, Sendable {
     }
 
     /// Calls `body` for each record in order until it returns false. Returns false if stopped early.
+    /// Decodes through `forEachRecordView` (one parser), copying each field into the `Record`.
     @discardableResult
     public func forEachRecord(_ body: (StoredRecord) throws(DecodeError) -> Bool) throws(DecodeError) -> Bool {
-        let base = baseOffset
-        let baseTimestamp = self.baseTimestamp
-        let count = Int(recordCount)
-        return try withBytes(bytes) { (raw) throws(DecodeError) -> Bool in
-            var r = ByteReader(raw, position: RecordBatch.headerBytes)
-            for _ in 0..<count {
-                let length = Int(try r.varint())
-                guard length >= 0, length <= r.remaining else { throw DecodeError("record length \(length) out of bounds") }
-                let end = r.position + length
-                _ = try r.int8()
-                let timestampDelta = try r.varint()
-                let offsetDelta = try r.varint()
-                let key = try readNullable(&r)
-                let value = try readNullable(&r)
-                let headerCount = Int(try r.varint())
-                guard headerCount >= 0, headerCount <= r.remaining else { throw DecodeError("header count \(headerCount) out of bounds") }
-                var headers: [RecordHeader] = []
-                headers.reserveCapacity(headerCount)
-                for _ in 0..<headerCount {
-                    let kLen = Int(try r.varint())
-                    let kBytes = try r.bytes(kLen)
-                    let hValue = try readNullable(&r)
-                    headers.append(RecordHeader(key: String(decoding: kBytes, as: UTF8.self), value: hValue))
-                }
-                guard r.position == end else { throw DecodeError("record body length mismatch") }
-                let record = Record(key: key, value: value, headers: headers, timestamp: baseTimestamp + timestampDelta)
-                if !(try body(StoredRecord(offset: base + offsetDelta, record: record))) { return false }
+        try forEachRecordView { (v: RecordView) throws(DecodeError) -> Bool in
+            var headers: [RecordHeader] = []
+            headers.reserveCapacity(v.headerCount)
+            try v.forEachHeader { key, value in
+                headers.append(RecordHeader(key: String(decoding: key, as: UTF8.self), value: value.map { Array($0) }))
             }
-            return true
+            let record = Record(key: v.key.map { Array($0) }, value: v.value.map { Array($0) }, headers: headers, timestamp: v.timestamp)
+            return try body(StoredRecord(offset: v.offset, record: record))
         }
-    }
-
-    private func readNullable(_ r: inout ByteReader) throws(DecodeError) -> [UInt8]? {
-        let n = try r.varint()
-        if n < 0 { return nil }
-        guard n <= Int64(r.remaining) else { throw DecodeError("field length \(n) out of bounds") }
-        return try r.bytes(Int(n))
     }
 }

@@ -1,3 +1,4 @@
+import BrokerModel
 import LogStorage
 import Synchronization
 
@@ -315,15 +316,5 @@ final class SimulatedFileHandle: FileHandle {
     }
 }
 
-/// SplitMix64: a tiny seeded generator so a crash replays exactly from its seed.
-public struct SimulatedFileSystemRandom: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// The simulated disk's generator, so a crash replays exactly from its seed.
+public typealias SimulatedFileSystemRandom = SplitMix64

@@ -1,18 +1,8 @@
 import BrokerModel
 
-/// SplitMix64: a tiny, fast, seeded generator. The only randomness in ClusterState; callers pass the
-/// seed, so a decision is a pure function of (command, state, seed).
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// The only randomness in ClusterState; callers pass the seed, so a decision is a pure function of
+/// (command, state, seed).
+public typealias SeededGenerator = SplitMix64
 
 /// Replica placement: pure functions over brokers and current load. Nothing here reads a dictionary
 /// in iteration order; every choice has a total order (load, then ring distance or id) so the same
