@@ -2,6 +2,7 @@
 // Petrel: a Kafka-class event broker whose whole interface is HTTP.
 // Imports flow one way (ArchitectureTests checks it):
 //   BrokerModel <- Consensus, LogStorage, ClusterState <- BrokerRuntime <- BrokerHTTP <- petrel
+//   BrokerRuntime, MicroHTTP, CCurl <- BrokerPeers (the HTTP peer transport) <- petrel
 //   CMicroHTTPD, WebSocketCodec <- MicroHTTP <- BrokerHTTP
 //   CCurl <- BrokerClient <- petrel (CLI)
 //   BrokerTesting (simulation support) <- tests and petrel-raft-sim only
@@ -40,7 +41,12 @@ let package = Package(
         .target(name: "MicroHTTP", dependencies: ["CMicroHTTPD", "WebSocketCodec"], swiftSettings: swiftSettings),
         .target(
             name: "BrokerRuntime",
-            dependencies: ["BrokerModel", "LogStorage", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["BrokerModel", "LogStorage", "Consensus", "ClusterState", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BrokerPeers",
+            dependencies: ["BrokerModel", "BrokerRuntime", "MicroHTTP", "CCurl", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -56,7 +62,7 @@ let package = Package(
         .executableTarget(
             name: "petrel",
             dependencies: [
-                "BrokerModel", "BrokerRuntime", "BrokerHTTP", "MicroHTTP", "BrokerClient",
+                "BrokerModel", "BrokerRuntime", "BrokerHTTP", "BrokerPeers", "MicroHTTP", "BrokerClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -79,8 +85,9 @@ let package = Package(
         .testTarget(name: "BrokerClientTests", dependencies: ["BrokerClient", "MicroHTTP"], swiftSettings: swiftSettings),
         .testTarget(name: "WebSocketCodecTests", dependencies: ["WebSocketCodec"], swiftSettings: swiftSettings),
         .testTarget(name: "MicroHTTPTests", dependencies: ["MicroHTTP", "WebSocketCodec"], swiftSettings: swiftSettings),
-        .testTarget(name: "BrokerRuntimeTests", dependencies: ["BrokerRuntime", "BrokerTesting", "LogStorage", "BrokerModel"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerRuntimeTests", dependencies: ["BrokerRuntime", "BrokerTesting", "LogStorage", "BrokerModel", "Consensus", "ClusterState"], swiftSettings: swiftSettings),
         .testTarget(name: "BrokerHTTPTests", dependencies: ["BrokerHTTP", "BrokerRuntime", "MicroHTTP", "BrokerModel", "WebSocketCodec"], swiftSettings: swiftSettings),
+        .testTarget(name: "BrokerPeersTests", dependencies: ["BrokerPeers", "BrokerRuntime", "BrokerModel"], swiftSettings: swiftSettings),
         .testTarget(name: "ArchitectureTests", swiftSettings: swiftSettings),
     ]
 )

@@ -17,6 +17,11 @@ public enum BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
     case unprocessable(String)
     case overloaded(String)
     case unavailable(String)
+    /// This broker's replica of the partition is not (or no longer) its leader. `leader` is the
+    /// replica it believes leads, if any: a forwarder retries there.
+    case notLeader(String, leader: NodeID?)
+    /// Fewer in-sync replicas than the topic's `min.insync.replicas`: acks=all is refused.
+    case notEnoughReplicas(String)
     case storage(String)
     case shuttingDown
 
@@ -32,7 +37,7 @@ public enum BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidConfig, .unprocessable: 422
         case .overloaded: 429
         case .storage: 500
-        case .unavailable, .shuttingDown: 503
+        case .unavailable, .notLeader, .notEnoughReplicas, .shuttingDown: 503
         }
     }
 
@@ -55,6 +60,8 @@ public enum BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
         case .storage: 50001
         case .unavailable: 50302
         case .shuttingDown: 50303
+        case .notLeader: 50304
+        case .notEnoughReplicas: 50305
         }
     }
 
@@ -62,7 +69,8 @@ public enum BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .badRequest(let m), .invalidTopicName(let m), .invalidConfig(let m), .notFound(let m),
             .conflict(let m), .payloadTooLarge(let m), .unsupportedMediaType(let m), .notAcceptable(let m),
-            .unprocessable(let m), .overloaded(let m), .unavailable(let m), .storage(let m):
+            .unprocessable(let m), .overloaded(let m), .unavailable(let m), .storage(let m),
+            .notLeader(let m, _), .notEnoughReplicas(let m):
             m
         case .unknownTopic(let t): "topic '\(t)' does not exist"
         case .unknownPartition(let t, let p, let n):

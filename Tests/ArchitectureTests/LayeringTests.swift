@@ -167,7 +167,7 @@ enum Layering {
         "Consensus": 1, "LogStorage": 1, "ClusterState": 1, "MicroHTTP": 1, "BrokerClient": 1,
         "BrokerTesting": 2,
         "BrokerRuntime": 3,
-        "BrokerHTTP": 4,
+        "BrokerHTTP": 4, "BrokerPeers": 4,
         "petrel": 5, "petrel-raft-sim": 5,
         "petrel-bench": 5,
     ]
