@@ -85,10 +85,15 @@ public final class BrokerService: Sendable {
                 replicationFactor = v == -1 ? nil : Int(v)
             }
             let configs = try Self.configs(body["configs"])
-            let description = try broker.createTopic(name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs)
-            var response = Self.json(201, Render.topic(description))
-            response.headers.append((name: "Location", value: "/v1/topics/\(name.rawValue)"))
-            responder.respond(response)
+            broker.createTopic(name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs) { result in
+                switch result {
+                case .success(let description):
+                    var response = Self.json(201, Render.topic(description))
+                    response.headers.append((name: "Location", value: "/v1/topics/\(name.rawValue)"))
+                    responder.respond(response)
+                case .failure(let error): responder.respond(Self.failure(error))
+                }
+            }
         case .getTopic:
             let topic = try Self.topic(params)
             responder.respond(Self.json(200, Render.topic(try broker.describeTopic(topic))))
@@ -104,10 +109,19 @@ public final class BrokerService: Sendable {
                 partitions = Int32(v)
             }
             let configs = try Self.configs(body["configs"])
-            responder.respond(Self.json(200, Render.topic(try broker.alterTopic(topic, configs: configs, partitions: partitions))))
+            broker.alterTopic(topic, configs: configs, partitions: partitions) { result in
+                switch result {
+                case .success(let description): responder.respond(Self.json(200, Render.topic(description)))
+                case .failure(let error): responder.respond(Self.failure(error))
+                }
+            }
         case .deleteTopic:
-            try broker.deleteTopic(try Self.topic(params))
-            responder.respond(HTTPResponse(status: 204))
+            broker.deleteTopic(try Self.topic(params)) { result in
+                switch result {
+                case .success: responder.respond(HTTPResponse(status: 204))
+                case .failure(let error): responder.respond(Self.failure(error))
+                }
+            }
         case .produceRecords:
             try produce(params, request, responder)
         case .getPartition:
@@ -188,7 +202,8 @@ public final class BrokerService: Sendable {
         }
         let readRequest = ReadRequest(topic: topic, partition: partition, offset: offset, maxRecords: maxRecords, maxBytes: maxBytes, waitMilliseconds: wait)
         let chosenFormat = format
-        broker.read(readRequest) { result in
+        let local = try Self.flag(request, "local")
+        broker.read(readRequest, local: local) { result in
             switch result {
             case .success(let read):
                 do {
@@ -275,6 +290,15 @@ public final class BrokerService: Sendable {
         guard let text = request.queryValue("format") else { return .text }
         guard let f = ValueFormat(rawValue: text) else { throw .badRequest("format must be text, json or binary, got '\(text)'") }
         return f
+    }
+
+    /// `?name=true|false` (absent = false).
+    static func flag(_ request: HTTPRequest, _ name: String) throws(BrokerError) -> Bool {
+        switch request.queryValue(name) {
+        case nil, "false": return false
+        case "true": return true
+        case let other?: throw .badRequest("\(name) must be true or false, got '\(other)'")
+        }
     }
 
     static func integer(_ request: HTTPRequest, _ name: String, default value: Int, range: ClosedRange<Int>) throws(BrokerError) -> Int {

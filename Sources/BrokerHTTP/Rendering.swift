@@ -237,7 +237,18 @@ enum Render {
         w.int(p.sizeBytes)
         w.raw(",\"segments\":")
         w.int(p.segmentCount)
-        w.raw("}")
+        w.raw(",\"replica_states\":[")
+        for (i, r) in p.replicaStates.enumerated() {
+            if i > 0 { w.raw(",") }
+            w.raw("{\"broker\":")
+            w.int(Int64(r.broker.rawValue))
+            w.raw(",\"log_end_offset\":")
+            w.int(r.logEndOffset.rawValue)
+            w.raw(",\"lag\":")
+            w.int(r.lag)
+            w.raw("}")
+        }
+        w.raw("]}")
     }
 
     static func nodes(_ ids: [NodeID], into w: inout JSONWriter) {

@@ -28,6 +28,10 @@ public final class Broker: Sendable {
     public let metrics = BrokerMetrics()
     /// The port clients reach this broker on; set once the HTTP listener is bound (it may be an ephemeral port).
     public let advertisedPort: Atomic<Int>
+    /// Cluster mode (configuration.cluster set): every call below is answered by the cluster node.
+    private let clusterBox = Mutex<ClusterNode?>(nil)
+    private let transport: (any PeerTransport)?
+    var clusterNode: ClusterNode? { clusterBox.withLock { $0 } }
 
     struct Registry: Sendable {
         var clusterID = ""
@@ -48,8 +52,10 @@ public final class Broker: Sendable {
     public init(
         configuration: BrokerConfiguration, fileSystem: any FileSystem = PosixFileSystem(),
         logger: Logger = Logger(label: "petrel.broker"),
-        nowMilliseconds: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+        nowMilliseconds: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) },
+        transport: (any PeerTransport)? = nil
     ) {
+        self.transport = transport
         self.configuration = configuration
         self.fileSystem = fileSystem
         self.logger = logger
@@ -76,6 +82,14 @@ public final class Broker: Sendable {
 
     /// Loads metadata, recovers every partition log, starts the flusher and the retention timer.
     public func start() throws(BrokerError) {
+        if let cluster = configuration.cluster {
+            guard let transport else { throw .invalidConfig("cluster mode needs a peer transport") }
+            let node = try ClusterNode(configuration: configuration, cluster: cluster, transport: transport, fileSystem: fileSystem,
+                                       logger: logger, metrics: metrics, clock: nowMilliseconds, advertisedPort: { [weak self] in self?.advertisedPort.load(ordering: .relaxed) ?? 0 })
+            try node.start()
+            clusterBox.withLock { $0 = node }
+            return
+        }
         do {
             try fileSystem.createDirectory(topicsDirectory)
         } catch {
@@ -109,6 +123,7 @@ public final class Broker: Sendable {
     /// Orderly stop: refuse new work, make every appended record durable and answer its producer,
     /// answer every parked reader with what is there, close the logs. No acknowledged data is lost.
     public func shutdown() {
+        if let c = clusterNode { return c.shutdown() }
         guard !isStopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let partitions = registry.withLock { r -> [Partition] in
             r.isOpen = false
@@ -181,6 +196,7 @@ public final class Broker: Sendable {
 
     /// Deletes old segments of every partition by `retention.ms` / `retention.bytes`.
     public func enforceRetention() {
+        if clusterNode != nil { return }
         let partitions = registry.withLock { $0.topics.values.flatMap(\.partitions) }
         let now = nowMilliseconds()
         for p in partitions {
@@ -217,11 +233,12 @@ public final class Broker: Sendable {
         return e.partitions[Int(id.rawValue)]
     }
 
-    public var clusterID: String { registry.withLock { $0.clusterID } }
+    public var clusterID: String { clusterNode?.clusterID ?? registry.withLock { $0.clusterID } }
 
     // MARK: - topic administration
 
     public func createTopic(name: TopicName, partitions: Int32, replicationFactor: Int?, configs: [(String, String)]) throws(BrokerError) -> TopicDescription {
+        precondition(clusterNode == nil, "in cluster mode use the completion form (it waits for the controller)")
         if name.isInternal { throw .invalidTopicName("topic names starting with '__' are reserved for internal topics") }
         guard partitions >= 1 && partitions <= configuration.limits.partitionsPerTopicMax else {
             throw .invalidConfig("partitions must be in 1...\(configuration.limits.partitionsPerTopicMax), got \(partitions)")
@@ -271,10 +288,12 @@ public final class Broker: Sendable {
     }
 
     public func listTopics(includeInternal: Bool = false) -> [TopicName] {
-        registry.withLock { r in r.topics.keys.filter { includeInternal || !$0.isInternal }.sorted() }
+        if let c = clusterNode { return c.listTopics(includeInternal: includeInternal) }
+        return registry.withLock { r in r.topics.keys.filter { includeInternal || !$0.isInternal }.sorted() }
     }
 
     public func describeTopic(_ name: TopicName) throws(BrokerError) -> TopicDescription {
+        if let c = clusterNode { return try c.describeTopic(name) }
         let e = try entry(name)
         let node = configuration.nodeID
         let partitions = e.partitions.map { p in
@@ -290,6 +309,7 @@ public final class Broker: Sendable {
 
     /// Changes configs and/or grows the partition count (never shrinks: keyed records would move).
     public func alterTopic(_ name: TopicName, configs: [(String, String)], partitions newCount: Int32?) throws(BrokerError) -> TopicDescription {
+        precondition(clusterNode == nil, "in cluster mode use the completion form (it waits for the controller)")
         let result: Result<Void, BrokerError> = adminLock.withLock { _ in
             do throws(BrokerError) {
                 var e = try entry(name)
@@ -328,6 +348,7 @@ public final class Broker: Sendable {
 
     /// Deletes the topic and its data. Waiting producers and readers get 404.
     public func deleteTopic(_ name: TopicName) throws(BrokerError) {
+        precondition(clusterNode == nil, "in cluster mode use the completion form (it waits for the controller)")
         if name.isInternal { throw .invalidTopicName("internal topics cannot be deleted") }
         // The files go while the admin lock is held: a create of the same name waits until they are
         // gone, instead of racing the removal and losing its own new directory. A crash after the
@@ -347,6 +368,25 @@ public final class Broker: Sendable {
         logger.info("topic deleted", metadata: ["topic": "\(name)"])
     }
 
+    // MARK: - administration with completions (the HTTP layer's form: in a cluster they wait for the controller)
+
+    public func createTopic(name: TopicName, partitions: Int32, replicationFactor: Int?, configs: [(String, String)],
+                            completion: @escaping @Sendable (Result<TopicDescription, BrokerError>) -> Void) {
+        if let c = clusterNode { return c.createTopic(name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs, completion: completion) }
+        completion(Result { () throws(BrokerError) in try createTopic(name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs) })
+    }
+
+    public func alterTopic(_ name: TopicName, configs: [(String, String)], partitions newCount: Int32?,
+                           completion: @escaping @Sendable (Result<TopicDescription, BrokerError>) -> Void) {
+        if let c = clusterNode { return c.alterTopic(name, configs: configs, partitions: newCount, completion: completion) }
+        completion(Result { () throws(BrokerError) in try alterTopic(name, configs: configs, partitions: newCount) })
+    }
+
+    public func deleteTopic(_ name: TopicName, completion: @escaping @Sendable (Result<Void, BrokerError>) -> Void) {
+        if let c = clusterNode { return c.deleteTopic(name, completion: completion) }
+        completion(Result { () throws(BrokerError) in try deleteTopic(name) })
+    }
+
     // MARK: - produce
 
     /// Appends `records` to `topic`. Records with an explicit partition go there; keyed records go
@@ -357,6 +397,7 @@ public final class Broker: Sendable {
         topic: TopicName, records: [ProduceRecord], acks: Acks,
         completion: @escaping @Sendable (Result<[RecordPlacement], BrokerError>) -> Void
     ) {
+        if let c = clusterNode { return c.produce(topic: topic, records: records, acks: acks, completion: completion) }
         do throws(BrokerError) {
             guard !isStopping.load(ordering: .relaxed) else { throw .shuttingDown }
             guard !records.isEmpty else { throw .badRequest("a produce request needs at least one record") }
@@ -489,6 +530,13 @@ public final class Broker: Sendable {
     /// Reads records from one partition. With `waitMilliseconds > 0` and nothing to return yet, the
     /// request parks until a record is committed or the wait ends. `completion` runs exactly once.
     public func read(_ request: ReadRequest, completion: @escaping @Sendable (Result<ReadResult, BrokerError>) -> Void) {
+        read(request, local: false, completion: completion)
+    }
+
+    /// `local`: in a cluster, read this broker's own replica (leader or follower) up to its own high
+    /// watermark instead of the leader's — for checking replicas. A single node ignores it.
+    public func read(_ request: ReadRequest, local: Bool, completion: @escaping @Sendable (Result<ReadResult, BrokerError>) -> Void) {
+        if let c = clusterNode { return c.read(request, local: local, completion: completion) }
         do throws(BrokerError) {
             let p = try partition(request.topic, request.partition)
             let limits = configuration.limits
@@ -594,6 +642,7 @@ public final class Broker: Sendable {
     // MARK: - offsets and cluster
 
     public func offsets(topic: TopicName, partition id: PartitionID) throws(BrokerError) -> PartitionOffsets {
+        if let c = clusterNode { return try c.offsets(TopicPartition(topic, id)) }
         let p = try partition(topic, id)
         let r = p.state.withLock { s -> Result<PartitionOffsets, BrokerError> in
             if let reason = s.closedReason { return .failure(reason) }
@@ -604,34 +653,11 @@ public final class Broker: Sendable {
 
     /// The earliest offset whose timestamp is at or after `timestamp` (Kafka's ListOffsets), or nil.
     public func offset(topic: TopicName, partition id: PartitionID, forTimestamp timestamp: Int64) throws(BrokerError) -> Offset? {
+        if let c = clusterNode { return try c.offset(TopicPartition(topic, id), forTimestamp: timestamp) }
         let p = try partition(topic, id)
         let r = p.state.withLock { s -> Result<Offset?, BrokerError> in
             if let reason = s.closedReason { return .failure(reason) }
-            do {
-                // The log finds the first batch whose max timestamp reaches `timestamp`; the answer is
-                // the first record in it (or after it) whose own timestamp does (Kafka's ListOffsets).
-                guard let batchStart = try s.log.offset(forTimestamp: timestamp) else { return .success(nil) }
-                var from = max(batchStart, s.log.logStartOffset)
-                while from < s.highWatermark {
-                    let batches = try s.log.read(from: from, maxBytes: 1 << 20, upTo: s.highWatermark)
-                    guard !batches.isEmpty else { break }
-                    var found: Offset?
-                    for batch in batches where !batch.isControl && batch.maxTimestamp >= timestamp {
-                        try batch.forEachRecord { (r: StoredRecord) throws(DecodeError) -> Bool in
-                            if r.offset >= from && r.record.timestamp >= timestamp {
-                                found = r.offset
-                                return false
-                            }
-                            return true
-                        }
-                        if found != nil { break }
-                    }
-                    if let found { return .success(found) }
-                    from = batches.last!.nextOffset
-                }
-                // Not yet committed records are not visible.
-                return .success(nil)
-            } catch {
+            do { return .success(try s.log.firstOffset(atOrAfter: timestamp, below: s.highWatermark)) } catch {
                 return .failure(.storage("timestamp lookup on \(p.topicPartition) failed: \(error)"))
             }
         }
@@ -639,6 +665,7 @@ public final class Broker: Sendable {
     }
 
     public func describeCluster() -> ClusterDescription {
+        if let c = clusterNode { return c.describeCluster(version: configuration.version) }
         let (clusterID, topics, partitions) = registry.withLock { r in
             (r.clusterID, r.topics.count, r.topics.values.reduce(0) { $0 + $1.partitions.count })
         }
@@ -646,7 +673,11 @@ public final class Broker: Sendable {
         return ClusterDescription(clusterID: clusterID, controller: configuration.nodeID, brokers: [me], version: configuration.version, topicCount: topics, partitionCount: partitions)
     }
 
-    public var isReady: Bool { registry.withLock { $0.isOpen } && !isStopping.load(ordering: .relaxed) }
+    public var isReady: Bool {
+        if let c = clusterNode { return c.isReady }
+        return registry.withLock { $0.isOpen } && !isStopping.load(ordering: .relaxed)
+    }
+    public var parkedRequestsInCluster: Int { clusterNode?.parked.load(ordering: .relaxed) ?? 0 }
     public var parkedRequests: Int { parked.load(ordering: .relaxed) }
 }
 

@@ -17,6 +17,33 @@ public struct BrokerConfiguration: Sendable {
     /// three (log, offset index, time index of its active segment); topic creation and growth that
     /// would not fit, next to the HTTP connections, are refused rather than failing half-way.
     public var openFilesMax: Int?
+    /// Set to run as one broker of a cluster (partitions and metadata replicated by Raft).
+    public var cluster: ClusterConfiguration?
 
     public init() {}
+}
+
+/// Cluster mode: present when the broker runs with `--members`. Absent = the single-node broker.
+public struct ClusterConfiguration: Sendable {
+    /// Every initial member's internal address (`host:port`), this node included. They are the
+    /// voters of the metadata log.
+    public var members: [NodeID: String]
+    /// This node's internal address as peers reach it.
+    public var internalAddress: String
+    public var rack: String?
+    /// One Raft tick on the monotonic clock. Election timeout = `electionTicks` ..< 2 × that.
+    public var tickMilliseconds = 100
+    public var electionTicks = 10
+    /// How long an acks=all/acks=1 produce waits for replication before it is answered 503 (outcome unknown).
+    public var produceTimeoutMilliseconds: Int64 = 10_000
+    /// How long a request forwarded to another broker may take beyond its own wait.
+    public var forwardTimeoutMilliseconds = 15_000
+    /// How long a broker may stay silent before the controller fences it (not alive, no new replicas).
+    public var fenceAfterMilliseconds: Int64 = 6_000
+
+    public init(members: [NodeID: String], internalAddress: String, rack: String? = nil) {
+        self.members = members
+        self.internalAddress = internalAddress
+        self.rack = rack
+    }
 }

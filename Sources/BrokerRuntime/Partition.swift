@@ -53,6 +53,15 @@ struct PartitionState: ~Copyable {
 
     /// Reads up to the high watermark. `from` must already be validated against the log range.
     func read(from: Offset, maxRecords: Int, maxBytes: Int, topic: TopicName, partition: PartitionID) throws(BrokerError) -> ReadResult {
+        try log.readCommitted(from: from, maxRecords: maxRecords, maxBytes: maxBytes, highWatermark: highWatermark, topic: topic, partition: partition)
+    }
+}
+
+extension PartitionLog {
+    /// Reads records below `highWatermark` (single node and cluster replicas alike). `from` must
+    /// already be validated against the log range.
+    func readCommitted(from: Offset, maxRecords: Int, maxBytes: Int, highWatermark: Offset, topic: TopicName, partition: PartitionID) throws(BrokerError) -> ReadResult {
+        let log = self
         var batches: [RecordBatch] = []
         if from < highWatermark {
             do {
@@ -84,6 +93,35 @@ struct PartitionState: ~Copyable {
         return ReadResult(
             topic: topic, partition: partition, batches: kept, fromOffset: from, nextOffset: max(next, from),
             highWatermark: highWatermark, logStartOffset: log.logStartOffset, logEndOffset: log.logEndOffset)
+    }
+}
+
+extension PartitionLog {
+    /// The earliest committed offset whose record timestamp is at or after `timestamp` (Kafka's
+    /// ListOffsets), or nil. The log finds the first batch whose max timestamp reaches it; the answer
+    /// is the first record in it (or after it) whose own timestamp does.
+    func firstOffset(atOrAfter timestamp: Int64, below highWatermark: Offset) throws -> Offset? {
+        guard let batchStart = try offset(forTimestamp: timestamp) else { return nil }
+        var from = max(batchStart, logStartOffset)
+        while from < highWatermark {
+            let batches = try read(from: from, maxBytes: 1 << 20, upTo: highWatermark)
+            guard !batches.isEmpty else { break }
+            var found: Offset?
+            for batch in batches where !batch.isControl && batch.maxTimestamp >= timestamp {
+                try batch.forEachRecord { (r: StoredRecord) throws(DecodeError) -> Bool in
+                    if r.offset >= from && r.record.timestamp >= timestamp {
+                        found = r.offset
+                        return false
+                    }
+                    return true
+                }
+                if found != nil { break }
+            }
+            if let found { return found }
+            from = batches.last!.nextOffset
+        }
+        // Not yet committed records are not visible.
+        return nil
     }
 }
 

@@ -150,6 +150,8 @@ public struct PartitionDescription: Sendable {
     public var offsets: PartitionOffsets
     public var sizeBytes: Int64
     public var segmentCount: Int
+    /// Cluster mode: each replica's log end and lag behind the leader, as the leader last reported.
+    public var replicaStates: [ReplicaLag] = []
 }
 
 public struct TopicDescription: Sendable {

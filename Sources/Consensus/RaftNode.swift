@@ -19,7 +19,7 @@ public struct Progress: Hashable, Sendable {
     /// Last offsets of appends in flight (replicate state), oldest first; bounded by `inflightAppendsMax`.
     var inflight: [Offset] = []
     /// Heard from within the current check-quorum window.
-    var recentActive = true
+    public internal(set) var recentActive = true
 }
 
 struct PendingRead {
@@ -313,7 +313,7 @@ public struct RaftNode<Storage: RaftStorage> {
         let hard = hardState
         var committed: [RecordBatch] = []
         let appliedFrom = pendingSnapshot?.point.offset ?? applied
-        if commit > appliedFrom {
+        if commit > appliedFrom && configuration.deliversCommittedEntries {
             committed = batches(from: appliedFrom + 1, bytesMax: configuration.applyBytesMax).filter { $0.lastOffset <= commit }
             precondition(!committed.isEmpty, "committed entries after \(appliedFrom) are missing")
         }
@@ -345,6 +345,8 @@ public struct RaftNode<Storage: RaftStorage> {
         precondition(unstable.count == ready.entries.count, "advance with a different Ready")
         unstable.removeAll()
         if let last = ready.committedEntries.last { applied = last.lastOffset }
+        // Nothing can change `commit` between ready() and advance(), so this is what the Ready saw.
+        if !configuration.deliversCommittedEntries { applied = max(applied, commit) }
         if let s = ready.softState { lastSoftState = s }
         if let h = ready.hardState { lastHardState = h }
         if role == .leader {

@@ -150,6 +150,9 @@ public struct RaftConfiguration: Sendable {
     public var uncommittedBytesMax: Int = 64 << 20
     /// Bytes of committed entries handed out in one `Ready`.
     public var applyBytesMax: Int = 4 << 20
+    /// False for groups without a state machine (data partitions): `Ready.committedEntries` stays
+    /// empty and `applied` follows `commit`, so the caller is not handed bytes it would not use.
+    public var deliversCommittedEntries: Bool = true
     /// Linearizable reads waiting for a quorum of heartbeat acknowledgements.
     public var pendingReadsMax: Int = 1024
     /// Seed of the generator that randomizes election timeouts.
