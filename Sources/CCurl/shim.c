@@ -11,3 +11,10 @@ long ccurl_response_code(CURL *handle) {
     curl_easy_getinfo(handle, CURLINFO_RESPONSE_CODE, &code);
     return code;
 }
+CURLMcode ccurl_multi_setopt_long(CURLM *multi, CURLMoption option, long value) { return curl_multi_setopt(multi, option, value); }
+int ccurl_message_done(CURLMsg *message, CURL **handle, CURLcode *result) {
+    if (message == NULL || message->msg != CURLMSG_DONE) return 0;
+    *handle = message->easy_handle;
+    *result = message->data.result;
+    return 1;
+}

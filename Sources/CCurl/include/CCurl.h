@@ -14,4 +14,10 @@ CURLcode ccurl_setopt_offset(CURL *handle, CURLoption option, curl_off_t value);
 CURLcode ccurl_setopt_callback(CURL *handle, CURLoption option, ccurl_data_callback callback);
 CURLcode ccurl_setopt_headers(CURL *handle, struct curl_slist *headers);
 long ccurl_response_code(CURL *handle);
+
+// The multi interface (one thread drives many transfers). curl_multi_setopt is variadic too.
+CURLMcode ccurl_multi_setopt_long(CURLM *multi, CURLMoption option, long value);
+// The fields of a finished transfer's CURLMsg (the union is awkward from Swift).
+// Returns 1 and fills `handle`/`result` when `message` reports a finished transfer, 0 otherwise.
+int ccurl_message_done(CURLMsg *message, CURL **handle, CURLcode *result);
 #endif
