@@ -115,7 +115,13 @@ extension ClusterNode {
         guard let target = leaderGuess(group, hint: hint) else {
             return completion(.failure(.notLeader("no leader is known for \(group)", leader: nil)))
         }
-        operation(target) { [self] result in
+        operation(target) { [self] raw in
+            var result = raw
+            // A peer that refused the connection received nothing, so trying elsewhere cannot write
+            // twice (a timeout, by contrast, is final: the request may have arrived).
+            if case .failure(.unavailable(let m)) = raw, target != nodeID, m.contains("Couldn't connect") {
+                result = .failure(.notLeader(m, leader: nil))
+            }
             guard case .failure(.notLeader(let message, let leader)) = result, attempt + 1 < Self.forwardAttemptsMax,
                   !isStopping.load(ordering: .relaxed) else {
                 if case .failure(.notLeader(let message, _)) = result {

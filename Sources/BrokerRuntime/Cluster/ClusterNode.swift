@@ -253,7 +253,7 @@ extension ClusterNode: PeerHandler {
                 let request = try decoding { () throws(DecodeError) in try PeerCall.decodeReadRequest(body) }
                 readLocally(request, allowFollower: false) { result in reply(result.map { PeerCall.encode($0) }) }
             case PeerCall.metadata:
-                let command = try decoding { () throws(DecodeError) in try MetadataCommandCodec.decode(body) }
+                let command = try decoding { () throws(DecodeError) in try MetadataCommandCodec.decodeCommand(body) }
                 submitAsController(command) { result in reply(result.map { PeerCall.encodeOffsets([$0]) }) }
             case PeerCall.offsets:
                 let group = try decoding { () throws(DecodeError) in
