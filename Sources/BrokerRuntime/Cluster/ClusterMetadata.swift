@@ -84,6 +84,10 @@ extension ClusterNode {
     /// Makes the local replicas match the metadata: opens the ones assigned here, closes and deletes
     /// the ones no longer assigned (topic deleted). Runs on the driver thread after metadata applies.
     func reconcile() {
+        let brokers = state.withLock { $0.metadata.brokers }
+        for (id, b) in brokers where id != nodeID && cluster.members[id] != b.internalAddress {
+            transport.setPeerAddress(id, b.internalAddress)
+        }
         let (wanted, existing) = state.withLock { s -> ([TopicPartition: (Topic, PartitionAssignment)], [TopicPartition: Replica]) in
             var wanted: [TopicPartition: (Topic, PartitionAssignment)] = [:]
             for topic in s.metadata.topics.values {
@@ -129,7 +133,7 @@ extension ClusterNode {
         let storage: ReplicaStorage
         do {
             storage = try ReplicaStorage.open(directory: directory(for: group, topicID: topic.id), fileSystem: fileSystem, logConfig: config.logConfig,
-                                              initialMembership: Membership(voters: Set(assignment.replicas)), nowMilliseconds: clock())
+                                              initialMembership: Self.initialMembership(assignment), nowMilliseconds: clock())
         } catch {
             throw .storage("\(error)")
         }
@@ -141,23 +145,88 @@ extension ClusterNode {
                        state: ReplicaState(node: node, config: config, minInSyncReplicas: topic.minInSyncReplicas))
     }
 
+    /// The voters a new replica starts with when its directory is empty: the replicas at creation.
+    /// During a reassignment the replicas being added are left out — the leader adds them as learners
+    /// through the log, so a new replica can never campaign on a membership of its own making.
+    static func initialMembership(_ a: PartitionAssignment) -> Membership {
+        let voters = Set(a.replicas).subtracting(a.addingReplicas)
+        return Membership(voters: voters.isEmpty ? Set(a.replicas) : voters)
+    }
+
+    // MARK: - reassignment (run by each partition's leader)
+
+    /// Moves each led partition under reassignment one step towards its target replicas, one
+    /// single-server membership change at a time: add the new replicas as learners, promote each once
+    /// caught up, then remove the replicas that leave; when the Raft membership equals the target,
+    /// tell the controller the reassignment is complete.
+    func driveReassignments() {
+        let (topics, replicas) = state.withLock { ($0.metadata.topics, $0.replicas) }
+        for (group, replica) in replicas {
+            guard let assignment = topics[group.topic]?.partitions.first(where: { $0.partition == group.partition }),
+                  assignment.isReassigning else { continue }
+            let step = replica.state.withLock { s -> MembershipChange?? in
+                guard s.role == .leader, s.closedReason == nil else { return .none }
+                let m = s.node.membership
+                for n in assignment.addingReplicas where !m.members.contains(n) { return .some(.addLearner(n)) }
+                for n in assignment.addingReplicas where m.learners.contains(n) {
+                    if let p = s.node.progress[n], p.match >= s.node.commit { return .some(.promote(n)) }
+                    return .none
+                }
+                for n in assignment.removingReplicas where m.members.contains(n) && n != nodeID { return .some(.remove(n)) }
+                // The leader removes itself last (it steps down once that commits; a new leader finishes).
+                if assignment.removingReplicas.contains(nodeID) && m.members.contains(nodeID) { return .some(.remove(nodeID)) }
+                return .some(nil)
+            }
+            switch step {
+            case .none: continue
+            case .some(.some(let change)):
+                logger.info("reassignment of \(group): \(change)")
+                driver.submit(.membership(change), to: replica)
+            case .some(.none):
+                submit(.completeReassignment(topic: group.topic, partition: group.partition), attempt: 30) { [self] result in
+                    if case .success = result { logger.info("reassignment of \(group) complete") }
+                }
+            }
+        }
+    }
+
+    /// On the controller: brokers that joined after start (not initial members) follow the metadata
+    /// log as learners, so they know topics and assignments.
+    func addMetadataLearners() {
+        let (brokers, membership, isLeader) = (state.withLock { $0.metadata.brokers }, metadataReplica.state.withLock { $0.node.membership },
+                                                metadataReplica.state.withLock { $0.role == .leader })
+        guard isLeader else { return }
+        for (id, b) in brokers.sorted(by: { $0.key < $1.key }) where !membership.members.contains(id) && (b.status == .alive || b.status == .fenced) {
+            logger.info("adding broker \(id) to the metadata log as a learner")
+            driver.submit(.membership(.addLearner(id)), to: metadataReplica)
+            return
+        }
+    }
+
     // MARK: - commands
 
     /// Sends `command` to the controller (wherever it is) and calls `completion` once this broker has
     /// applied the resulting records, so a following describe sees the change.
-    func submit(_ command: MetadataCommand, attempt: Int = 0, completion: @escaping @Sendable (Result<Void, BrokerError>) -> Void) {
-        let controller = metadataReplica.state.withLock { $0.leader }
-        let retry: @Sendable (BrokerError) -> Void = { [self] error in
+    func submit(_ command: MetadataCommand, attempt: Int = 0, hint: NodeID? = nil, completion: @escaping @Sendable (Result<Void, BrokerError>) -> Void) {
+        let known = metadataReplica.state.withLock { $0.leader }
+        let retry: @Sendable (BrokerError, NodeID?) -> Void = { [self] error, next in
             guard attempt < 30, !isStopping.load(ordering: .relaxed) else { return completion(.failure(error)) }
-            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) { self.submit(command, attempt: attempt + 1, completion: completion) }
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(next == nil ? 200 : 0)) {
+                self.submit(command, attempt: attempt + 1, hint: next, completion: completion)
+            }
         }
-        guard let controller else {
-            return retry(.notLeader("no controller is elected yet (the metadata log has no leader); retry", leader: nil))
+        // A broker that is joining has no metadata leader yet: it asks the initial members in turn,
+        // and they name the controller.
+        let members = cluster.members.keys.sorted()
+        let fallback = cluster.members[nodeID] == nil && !members.isEmpty ? members[attempt % members.count] : nil
+        guard let controller = hint ?? known ?? fallback else {
+            return retry(.notLeader("no controller is elected yet (the metadata log has no leader); retry", leader: nil), nil)
         }
         let applied: @Sendable (Result<Offset, BrokerError>) -> Void = { [self] result in
             switch result {
             case .success(let offset): whenApplied(offset, completion: completion)
-            case .failure(.notLeader(let m, let l)): retry(.notLeader(m, leader: l))
+            case .failure(.notLeader(let m, let l)): retry(.notLeader(m, leader: l), l)
+            case .failure(.unavailable(let m)) where m.contains("Couldn't connect"): retry(.unavailable(m), nil)
             case .failure(let e): completion(.failure(e))
             }
         }
@@ -271,6 +340,7 @@ extension ClusterNode {
                 submit(.unfenceBroker(id), attempt: 30) { _ in }
             }
         }
+        addMetadataLearners()
         if ticks % 50 == 7 { balanceLeaders() }
     }
 

@@ -59,10 +59,9 @@ final class ClusterNode: Sendable {
         self.clock = clock
         self.advertisedPort = advertisedPort
         self.started = monotonic.now
+        // The initial members vote on the metadata. A broker started with an id outside the list
+        // joins the running cluster: the controller makes it a learner of the metadata log.
         let voters = Set(cluster.members.keys)
-        guard voters.contains(configuration.nodeID) else {
-            throw .invalidConfig("this node (\(configuration.nodeID)) is not in the member list \(voters.sorted())")
-        }
         let directory = configuration.dataDirectory + "/cluster-metadata"
         var raft = RaftConfiguration(id: configuration.nodeID, randomSeed: UInt64.random(in: 0...UInt64.max))
         raft.electionTicks = cluster.electionTicks
@@ -165,6 +164,7 @@ final class ClusterNode: Sendable {
         if ticks % 5 == 0 { sendReports() }
         if ticks % 5 == 2 { maintainRegistration() }
         if ticks % 10 == 7 { controllerDuties(ticks: ticks) }
+        if ticks % 5 == 3 { driveReassignments() }
         runControllerQueue()
     }
 

@@ -23,6 +23,12 @@ public protocol PeerTransport: Sendable {
     func millisecondsSinceContact(_ peer: NodeID) -> Int64?
     /// Stops listening and sending; pending calls complete with `.shuttingDown`.
     func stop()
+    /// Learns (or updates) the internal address of a broker that joined after start.
+    func setPeerAddress(_ peer: NodeID, _ address: String)
+}
+
+extension PeerTransport {
+    public func setPeerAddress(_ peer: NodeID, _ address: String) {}
 }
 
 /// The runtime's side of the transport: what arrives from peers.

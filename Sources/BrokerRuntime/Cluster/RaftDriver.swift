@@ -115,6 +115,8 @@ final class RaftDriver: Sendable {
                     case .tick: s.node.tick()
                     case .step(let e): s.node.step(e)
                     case .transfer(let target): try? s.node.transferLeadership(to: target)
+                    // Refused while another change is pending: the caller asks again on a later tick.
+                    case .membership(let change): _ = try? s.node.proposeMembershipChange(change)
                     case .propose(let p): Self.propose(p, in: &s, now: now, failures: &failures, answers: &answers)
                     }
                 }

@@ -27,6 +27,8 @@ enum ReplicaInput {
     case step(RaftEnvelope)
     case propose(Proposal)
     case transfer(to: NodeID)
+    /// One single-server membership change, proposed by the leader (reassignment, joining learners).
+    case membership(MembershipChange)
 }
 
 /// A client batch on its way into the leader's log.
