@@ -124,6 +124,50 @@ public final class BrokerService: Sendable {
             }
         case .produceRecords:
             try produce(params, request, responder)
+        case .reassignPartition:
+            let topic = try Self.topic(params)
+            let partition = try Self.partition(params)
+            let body = try Self.jsonObject(request)
+            for (key, _) in body.objectValue ?? [] where key != "replicas" {
+                throw .badRequest("unknown field \"\(key)\"; a reassignment takes \"replicas\"")
+            }
+            guard let list = body["replicas"]?.arrayValue, !list.isEmpty, list.count <= 32 else {
+                throw .badRequest("\"replicas\" must be a non-empty array of at most 32 broker ids")
+            }
+            var replicas: [NodeID] = []
+            for item in list {
+                guard let v = item.int64Value, v >= 0, v <= Int64(Int32.max) else { throw .badRequest("\"replicas\" must hold broker ids (non-negative integers)") }
+                replicas.append(NodeID(Int32(v)))
+            }
+            broker.reassignPartition(topic: topic, partition: partition, replicas: replicas) { result in
+                switch result {
+                case .success(let d): responder.respond(Self.json(202, Render.topic(d)))
+                case .failure(let e): responder.respond(Self.failure(e))
+                }
+            }
+        case .cancelReassignment:
+            broker.cancelReassignment(topic: try Self.topic(params), partition: try Self.partition(params)) { result in
+                switch result {
+                case .success(let d): responder.respond(Self.json(200, Render.topic(d)))
+                case .failure(let e): responder.respond(Self.failure(e))
+                }
+            }
+        case .rebalanceReplicas:
+            broker.rebalanceReplicas { [broker] result in
+                switch result {
+                case .success: responder.respond(Self.json(202, Render.cluster(broker.describeCluster())))
+                case .failure(let e): responder.respond(Self.failure(e))
+                }
+            }
+        case .decommissionBroker, .unregisterBroker:
+            guard let text = params["broker"], let id = Int32(text), id >= 0 else { throw .badRequest("broker must be a broker id (a non-negative integer)") }
+            let answer: @Sendable (Result<Void, BrokerError>) -> Void = { [broker] result in
+                switch result {
+                case .success: responder.respond(operation == .unregisterBroker ? HTTPResponse(status: 204) : Self.json(202, Render.cluster(broker.describeCluster())))
+                case .failure(let e): responder.respond(Self.failure(e))
+                }
+            }
+            if operation == .decommissionBroker { broker.decommissionBroker(NodeID(id), completion: answer) } else { broker.unregisterBroker(NodeID(id), completion: answer) }
         case .getPartition:
             let topic = try Self.topic(params)
             let partition = try Self.partition(params)

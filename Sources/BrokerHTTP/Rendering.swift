@@ -237,6 +237,10 @@ enum Render {
         w.int(p.sizeBytes)
         w.raw(",\"segments\":")
         w.int(p.segmentCount)
+        w.raw(",\"adding_replicas\":")
+        nodes(p.addingReplicas, into: &w)
+        w.raw(",\"removing_replicas\":")
+        nodes(p.removingReplicas, into: &w)
         w.raw(",\"replica_states\":[")
         for (i, r) in p.replicaStates.enumerated() {
             if i > 0 { w.raw(",") }

@@ -10,6 +10,8 @@ public enum Operation: String, CaseIterable, Sendable {
     case getPartition, readRecords, getPartitionOffsets
     // WebSocket sessions (WebSocketProduce.swift, WebSocketConsume.swift).
     case produceWebSocket, consumeWebSocket
+    // Replica placement (cluster mode).
+    case reassignPartition, cancelReassignment, rebalanceReplicas, decommissionBroker, unregisterBroker
 }
 
 public struct Route: Sendable {
@@ -46,6 +48,12 @@ public enum Router {
         // WebSocket sessions.
         Route(method: "GET", template: "/v1/topics/{topic}/ws", operation: .produceWebSocket),
         Route(method: "GET", template: "/v1/topics/{topic}/partitions/{partition}/ws", operation: .consumeWebSocket),
+        // Replica placement.
+        Route(method: "PUT", template: "/v1/topics/{topic}/partitions/{partition}/replicas", operation: .reassignPartition),
+        Route(method: "DELETE", template: "/v1/topics/{topic}/partitions/{partition}/reassignment", operation: .cancelReassignment),
+        Route(method: "POST", template: "/v1/cluster/rebalance", operation: .rebalanceReplicas),
+        Route(method: "POST", template: "/v1/brokers/{broker}/decommission", operation: .decommissionBroker),
+        Route(method: "DELETE", template: "/v1/brokers/{broker}", operation: .unregisterBroker),
     ]
 
     public enum Match: Equatable {

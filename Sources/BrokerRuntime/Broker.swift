@@ -387,6 +387,39 @@ public final class Broker: Sendable {
         completion(Result { () throws(BrokerError) in try deleteTopic(name) })
     }
 
+    // MARK: - replica assignments (cluster only)
+
+    private var notACluster: BrokerError { .unprocessable("this broker runs as a single node; replica assignments need a cluster (start brokers with --members)") }
+
+    /// Moves `topic`-`partition` to `replicas` (order = preference; the first is the preferred leader).
+    public func reassignPartition(topic: TopicName, partition: PartitionID, replicas: [NodeID],
+                                  completion: @escaping @Sendable (Result<TopicDescription, BrokerError>) -> Void) {
+        guard let c = clusterNode else { return completion(.failure(notACluster)) }
+        c.reassign(TopicPartition(topic, partition), replicas: replicas, completion: completion)
+    }
+
+    public func cancelReassignment(topic: TopicName, partition: PartitionID, completion: @escaping @Sendable (Result<TopicDescription, BrokerError>) -> Void) {
+        guard let c = clusterNode else { return completion(.failure(notACluster)) }
+        c.cancelReassignment(TopicPartition(topic, partition), completion: completion)
+    }
+
+    /// Plans the fewest moves that even out replicas over the alive brokers (after adding one).
+    public func rebalanceReplicas(completion: @escaping @Sendable (Result<Void, BrokerError>) -> Void) {
+        guard let c = clusterNode else { return completion(.failure(notACluster)) }
+        c.rebalance(completion: completion)
+    }
+
+    /// Moves every replica off `broker`; it can be unregistered (and stopped) once it hosts none.
+    public func decommissionBroker(_ broker: NodeID, completion: @escaping @Sendable (Result<Void, BrokerError>) -> Void) {
+        guard let c = clusterNode else { return completion(.failure(notACluster)) }
+        c.decommission(broker, completion: completion)
+    }
+
+    public func unregisterBroker(_ broker: NodeID, completion: @escaping @Sendable (Result<Void, BrokerError>) -> Void) {
+        guard let c = clusterNode else { return completion(.failure(notACluster)) }
+        c.unregister(broker, completion: completion)
+    }
+
     // MARK: - produce
 
     /// Appends `records` to `topic`. Records with an explicit partition go there; keyed records go

@@ -152,6 +152,9 @@ public struct PartitionDescription: Sendable {
     public var segmentCount: Int
     /// Cluster mode: each replica's log end and lag behind the leader, as the leader last reported.
     public var replicaStates: [ReplicaLag] = []
+    /// Cluster mode, during a reassignment: replicas being added and being removed.
+    public var addingReplicas: [NodeID] = []
+    public var removingReplicas: [NodeID] = []
 }
 
 public struct TopicDescription: Sendable {

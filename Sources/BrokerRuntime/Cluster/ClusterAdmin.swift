@@ -99,6 +99,8 @@ extension ClusterNode {
             var d = PartitionDescription(partition: a.partition, leader: NodeID(-1), replicas: a.replicas, inSyncReplicas: [],
                                          offsets: PartitionOffsets(logStartOffset: Offset(0), highWatermark: Offset(0), logEndOffset: Offset(0)),
                                          sizeBytes: 0, segmentCount: 0)
+            d.addingReplicas = a.addingReplicas
+            d.removingReplicas = a.removingReplicas
             var local = false
             if let r = replicas[group] {
                 r.state.withLock { s in
