@@ -64,6 +64,7 @@ final class CurlLoop: @unchecked Sendable {
                 let headers = [
                     (HTTPPeerTransport.incarnationHeader, transport.headerValues.incarnation),
                     (HTTPPeerTransport.sequenceHeader, String(sequence)),
+                    (HTTPPeerTransport.windowHeader, String(transport.framePostsInFlightPerPeer)),
                 ]
                 begin(Transfer(kind: .frames(peer: peer, count: count, bytes: body.count), body: body),
                       url: "http://\(address)/internal/v1/frames", extraHeaders: headers,
