@@ -93,13 +93,13 @@ public final class HTTPPeerTransport: PeerTransport {
     public func send(_ frame: [UInt8], to peer: NodeID) {
         let size = frame.count + 4
         let accepted: Bool = outgoing.withLock { out in
-            guard !out.isStopped, size <= configuration.requestBodyBytesMax, var p = out.peers[peer], p.address != nil,
-                p.queuedBytes + size <= configuration.queuedBytesPerPeerMax
+            guard !out.isStopped, size <= configuration.requestBodyBytesMax, out.peers[peer]?.address != nil,
+                out.peers[peer]!.queuedBytes + size <= configuration.queuedBytesPerPeerMax
             else { return false }
-            let wasEmpty = p.queuedCount == 0
-            p.queue.append(frame)
-            p.queuedBytes += size
-            out.peers[peer] = p
+            let wasEmpty = out.peers[peer]!.queuedCount == 0
+            // Mutated in place through the dictionary: a copy of `p` would copy the whole queue.
+            out.peers[peer]!.queue.append(frame)
+            out.peers[peer]!.queuedBytes += size
             // Only the first frame of a batch needs the thread's attention; later ones ride along.
             if wasEmpty { out.loop?.wakeup() }
             return true
@@ -470,19 +470,20 @@ public final class HTTPPeerTransport: PeerTransport {
                 return work
             }
             for id in out.peers.keys {
-                guard var p = out.peers[id], p.queuedCount > 0, let address = p.address else { continue }
-                if p.retryAtNanoseconds > now {
-                    let wait = Int32(clamping: (p.retryAtNanoseconds - now) / 1_000_000 + 1)
+                guard out.peers[id]!.queuedCount > 0, let address = out.peers[id]!.address else { continue }
+                let retryAt = out.peers[id]!.retryAtNanoseconds
+                if retryAt > now {
+                    let wait = Int32(clamping: (retryAt - now) / 1_000_000 + 1)
                     work.pollMilliseconds = min(work.pollMilliseconds, wait)
                     continue
                 }
-                while p.postsInFlight < slots && p.queuedCount > 0 {
-                    let (body, count) = p.takeBatch(bodyMax: bodyMax)
-                    p.postsInFlight += 1
-                    work.frames.append((id, address, body, count, p.nextSequence))
-                    p.nextSequence += 1
+                // In place (see `send`).
+                while out.peers[id]!.postsInFlight < slots && out.peers[id]!.queuedCount > 0 {
+                    let (body, count) = out.peers[id]!.takeBatch(bodyMax: bodyMax)
+                    out.peers[id]!.postsInFlight += 1
+                    work.frames.append((id, address, body, count, out.peers[id]!.nextSequence))
+                    out.peers[id]!.nextSequence += 1
                 }
-                out.peers[id] = p
             }
             for call in out.takeNewCalls() {
                 if let address = out.peers[call.peer]?.address {
