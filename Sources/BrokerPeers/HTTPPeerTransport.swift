@@ -44,6 +44,8 @@ public final class HTTPPeerTransport: PeerTransport {
     }
 
     public init(configuration: PeerTransportConfiguration, logger: Logger) {
+        // The CLI refuses cluster mode without a secret; an empty one here would let anyone in.
+        precondition(!configuration.secret.isEmpty, "the cluster secret must not be empty")
         precondition(configuration.requestBodyBytesMax >= 1024, "requestBodyBytesMax too small")
         precondition(configuration.framePostsInFlightPerPeer >= 1 && configuration.callsInFlightMax >= 1)
         precondition(configuration.backoffMinMilliseconds >= 1 && configuration.backoffMaxMilliseconds >= configuration.backoffMinMilliseconds)
@@ -213,8 +215,9 @@ public final class HTTPPeerTransport: PeerTransport {
         let segments = request.pathSegments
         if segments == ["internal", "v1", "frames"] {
             guard let frames = Self.decodeFrames(request.body) else { return responder.respond(HTTPResponse(status: 400)) }
-            let incarnation = request.header(Self.incarnationHeader).flatMap { UInt64($0) } ?? 0
-            let sequence = request.header(Self.sequenceHeader).flatMap { UInt64($0) } ?? 0
+            guard let incarnation = request.header(Self.incarnationHeader).flatMap({ UInt64($0) }),
+                let sequence = request.header(Self.sequenceHeader).flatMap({ UInt64($0) }), sequence >= 1
+            else { return responder.respond(HTTPResponse(status: 400)) }
             let window = UInt64(min(max(request.header(Self.windowHeader).flatMap { Int($0) } ?? 1, 1), Inbox.heldMax))
             touch(peer)
             let inbox = inboxes.withLock { boxes in
