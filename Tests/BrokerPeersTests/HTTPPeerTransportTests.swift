@@ -111,6 +111,8 @@ func cluster(
             #expect(indices == Array(0..<n))
             #expect(receiver.metrics.framePostsReceived < indices.count, "frames were batched")
         }
+        // The sender counts a frame sent when it reads the 204, which may come after delivery.
+        #expect(eventually { sender.metrics.framesSent == 2 * n })
         let m = sender.metrics
         #expect(m.framesQueued == 2 * n)
         #expect(m.framesSent == 2 * n)
