@@ -113,7 +113,8 @@ public final class HTTPPeerTransport: PeerTransport {
 
     /// `completion` runs once, on the curl thread, except when the call is refused at once (stopped:
     /// `.shuttingDown`; too many calls: `.overloaded`; unknown peer: `.unavailable`), where it runs on
-    /// the calling thread before `call` returns. It never runs while a transport lock is held.
+    /// the calling thread before `call` returns. It never runs while a transport lock is held. It must
+    /// not block (it holds up every peer's traffic) nor call `stop()`.
     public func call(
         _ peer: NodeID, method: String, body: [UInt8], timeoutMilliseconds: Int,
         completion: @escaping @Sendable (Result<[UInt8], BrokerError>) -> Void
