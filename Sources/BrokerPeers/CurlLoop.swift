@@ -48,7 +48,11 @@ final class CurlLoop: @unchecked Sendable {
 
     /// Waits for the thread to end (it ends once it sees the transport stopped), then frees curl.
     func join() {
-        if let thread { pthread_join(thread, nil) }
+        if let thread {
+            // Joining itself would hang forever: a completion must not stop the transport.
+            precondition(pthread_equal(pthread_self(), thread) == 0, "HTTPPeerTransport.stop() called from a call completion")
+            pthread_join(thread, nil)
+        }
         thread = nil
         for handle in idleHandles { curl_easy_cleanup(handle) }
         idleHandles.removeAll()
@@ -64,6 +68,7 @@ final class CurlLoop: @unchecked Sendable {
                 let headers = [
                     (HTTPPeerTransport.incarnationHeader, transport.headerValues.incarnation),
                     (HTTPPeerTransport.sequenceHeader, String(sequence)),
+                    (HTTPPeerTransport.windowHeader, String(transport.framePostsInFlightPerPeer)),
                 ]
                 begin(Transfer(kind: .frames(peer: peer, count: count, bytes: body.count), body: body),
                       url: "http://\(address)/internal/v1/frames", extraHeaders: headers,

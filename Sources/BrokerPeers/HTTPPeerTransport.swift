@@ -24,6 +24,7 @@ public final class HTTPPeerTransport: PeerTransport {
     static let nodeHeader = "X-Petrel-Node"
     static let secretHeader = "X-Petrel-Secret"
     static let errorHeader = "X-Petrel-Error"
+    static let windowHeader = "X-Petrel-Window"
 
     private let configuration: PeerTransportConfiguration
     private let logger: Logger
@@ -43,6 +44,8 @@ public final class HTTPPeerTransport: PeerTransport {
     }
 
     public init(configuration: PeerTransportConfiguration, logger: Logger) {
+        // The CLI refuses cluster mode without a secret; an empty one here would let anyone in.
+        precondition(!configuration.secret.isEmpty, "the cluster secret must not be empty")
         precondition(configuration.requestBodyBytesMax >= 1024, "requestBodyBytesMax too small")
         precondition(configuration.framePostsInFlightPerPeer >= 1 && configuration.callsInFlightMax >= 1)
         precondition(configuration.backoffMinMilliseconds >= 1 && configuration.backoffMaxMilliseconds >= configuration.backoffMinMilliseconds)
@@ -92,13 +95,13 @@ public final class HTTPPeerTransport: PeerTransport {
     public func send(_ frame: [UInt8], to peer: NodeID) {
         let size = frame.count + 4
         let accepted: Bool = outgoing.withLock { out in
-            guard !out.isStopped, size <= configuration.requestBodyBytesMax, var p = out.peers[peer], p.address != nil,
-                p.queuedBytes + size <= configuration.queuedBytesPerPeerMax
+            guard !out.isStopped, size <= configuration.requestBodyBytesMax, out.peers[peer]?.address != nil,
+                out.peers[peer]!.queuedBytes + size <= configuration.queuedBytesPerPeerMax
             else { return false }
-            let wasEmpty = p.queuedCount == 0
-            p.queue.append(frame)
-            p.queuedBytes += size
-            out.peers[peer] = p
+            let wasEmpty = out.peers[peer]!.queuedCount == 0
+            // Mutated in place through the dictionary: a copy of `p` would copy the whole queue.
+            out.peers[peer]!.queue.append(frame)
+            out.peers[peer]!.queuedBytes += size
             // Only the first frame of a batch needs the thread's attention; later ones ride along.
             if wasEmpty { out.loop?.wakeup() }
             return true
@@ -110,7 +113,8 @@ public final class HTTPPeerTransport: PeerTransport {
 
     /// `completion` runs once, on the curl thread, except when the call is refused at once (stopped:
     /// `.shuttingDown`; too many calls: `.overloaded`; unknown peer: `.unavailable`), where it runs on
-    /// the calling thread before `call` returns. It never runs while a transport lock is held.
+    /// the calling thread before `call` returns. It never runs while a transport lock is held. It must
+    /// not block (it holds up every peer's traffic) nor call `stop()`.
     public func call(
         _ peer: NodeID, method: String, body: [UInt8], timeoutMilliseconds: Int,
         completion: @escaping @Sendable (Result<[UInt8], BrokerError>) -> Void
@@ -212,8 +216,10 @@ public final class HTTPPeerTransport: PeerTransport {
         let segments = request.pathSegments
         if segments == ["internal", "v1", "frames"] {
             guard let frames = Self.decodeFrames(request.body) else { return responder.respond(HTTPResponse(status: 400)) }
-            let incarnation = request.header(Self.incarnationHeader).flatMap { UInt64($0) } ?? 0
-            let sequence = request.header(Self.sequenceHeader).flatMap { UInt64($0) } ?? 0
+            guard let incarnation = request.header(Self.incarnationHeader).flatMap({ UInt64($0) }),
+                let sequence = request.header(Self.sequenceHeader).flatMap({ UInt64($0) }), sequence >= 1
+            else { return responder.respond(HTTPResponse(status: 400)) }
+            let window = UInt64(min(max(request.header(Self.windowHeader).flatMap { Int($0) } ?? 1, 1), Inbox.heldMax))
             touch(peer)
             let inbox = inboxes.withLock { boxes in
                 if let box = boxes[peer] { return box }
@@ -221,25 +227,21 @@ public final class HTTPPeerTransport: PeerTransport {
                 boxes[peer] = box
                 return box
             }
-            // Delivery happens under the peer's inbox lock: two POSTs from one peer racing on two
-            // connections reach the handler one after the other, and never older after newer.
-            let delivered: Bool = inbox.order.withLock { order in
-                if order.incarnation == incarnation && sequence <= order.lastSequence { return false }
-                order.incarnation = incarnation
-                order.lastSequence = sequence
-                if !frames.isEmpty { handler.receive(frames: frames, from: peer) }
-                return true
-            }
+            // Delivery happens under the peer's inbox lock, so POSTs of one peer racing on two
+            // connections reach the handler one after the other, in sequence order.
+            let outcome = inbox.accept(
+                frames: frames, responder: responder, incarnation: incarnation, sequence: sequence, window: window
+            ) { frames in handler.receive(frames: frames, from: peer) }
             counters.withLock {
-                if delivered {
-                    $0.framePostsReceived += 1
-                    $0.framesReceived += frames.count
-                } else {
-                    $0.framePostsReceivedOutOfOrder += 1
-                    $0.framesReceivedOutOfOrder += frames.count
-                }
+                $0.framePostsReceived += outcome.deliveredPosts
+                $0.framesReceived += outcome.deliveredFrames
+                $0.framePostsReceivedOutOfOrder += outcome.stalePosts
+                $0.framesReceivedOutOfOrder += outcome.staleFrames
+                $0.framePostsHeld += outcome.held ? 1 : 0
             }
-            return responder.respond(HTTPResponse(status: 204))
+            for r in outcome.answer { r.respond(HTTPResponse(status: 204)) }
+            if outcome.refused { responder.respond(HTTPResponse(status: 503)) }
+            return
         }
         if segments.count == 4, segments[0] == "internal", segments[1] == "v1", segments[2] == "call", !segments[3].isEmpty {
             touch(peer)
@@ -261,12 +263,82 @@ public final class HTTPPeerTransport: PeerTransport {
     }
 
     /// Per-sender delivery order on the receiving side.
+    ///
+    /// A sender numbers its frame POSTs 1, 2, 3... and has at most `window` of them in flight, each on
+    /// its own connection, so they may arrive out of order. A POST that arrives before its predecessor
+    /// is held (unanswered, which also keeps the sender's slot busy) until the predecessor arrives.
+    /// Sequence `s` is only sent once `s - window` finished at the sender (answered or failed), so a
+    /// POST numbered `s` proves that every missing number up to `s - window` is lost for good: those
+    /// are skipped. Frames are thus never reordered; at worst lost, like with a failed connection.
     final class Inbox: Sendable {
+        static let heldMax = 64
+        struct Held {
+            var frames: [[UInt8]]
+            var responder: Responder
+        }
         struct Order {
             var incarnation: UInt64 = 0
             var lastSequence: UInt64 = 0
+            var held: [UInt64: Held] = [:]
+        }
+        struct Outcome {
+            var answer: [Responder] = []
+            var deliveredPosts = 0
+            var deliveredFrames = 0
+            var stalePosts = 0
+            var staleFrames = 0
+            var held = false
+            var refused = false
         }
         let order = Mutex(Order())
+
+        func accept(
+            frames: [[UInt8]], responder: Responder, incarnation: UInt64, sequence: UInt64, window: UInt64,
+            deliver: ([[UInt8]]) -> Void
+        ) -> Outcome {
+            order.withLock { order in
+                var outcome = Outcome()
+                if order.incarnation != incarnation {
+                    // A new sender instance (or this inbox is new): start over; whatever was held
+                    // belongs to a sender that is gone.
+                    for (_, h) in order.held {
+                        outcome.answer.append(h.responder)
+                        outcome.stalePosts += 1
+                        outcome.staleFrames += h.frames.count
+                    }
+                    order = Order(incarnation: incarnation, lastSequence: 0, held: [:])
+                }
+                if sequence <= order.lastSequence || order.held[sequence] != nil {
+                    outcome.answer.append(responder)
+                    outcome.stalePosts += 1
+                    outcome.staleFrames += frames.count
+                    return outcome
+                }
+                guard order.held.count < Inbox.heldMax else {
+                    outcome.refused = true
+                    return outcome
+                }
+                order.held[sequence] = Held(frames: frames, responder: responder)
+                let newest = order.held.keys.max() ?? sequence
+                let resolvedThrough = newest > window ? newest - window : 0
+                while true {
+                    if let next = order.held.removeValue(forKey: order.lastSequence + 1) {
+                        if !next.frames.isEmpty { deliver(next.frames) }
+                        order.lastSequence += 1
+                        outcome.answer.append(next.responder)
+                        outcome.deliveredPosts += 1
+                        outcome.deliveredFrames += next.frames.count
+                    } else if order.lastSequence < resolvedThrough, let oldest = order.held.keys.min() {
+                        // The missing POSTs up to `resolvedThrough` were lost: skip them.
+                        order.lastSequence = min(oldest - 1, resolvedThrough)
+                    } else {
+                        break
+                    }
+                }
+                outcome.held = order.held[sequence] != nil
+                return outcome
+            }
+        }
     }
 
     /// Splits a frames body (u32 big-endian length + bytes, repeated). nil when malformed.
@@ -402,19 +474,20 @@ public final class HTTPPeerTransport: PeerTransport {
                 return work
             }
             for id in out.peers.keys {
-                guard var p = out.peers[id], p.queuedCount > 0, let address = p.address else { continue }
-                if p.retryAtNanoseconds > now {
-                    let wait = Int32(clamping: (p.retryAtNanoseconds - now) / 1_000_000 + 1)
+                guard out.peers[id]!.queuedCount > 0, let address = out.peers[id]!.address else { continue }
+                let retryAt = out.peers[id]!.retryAtNanoseconds
+                if retryAt > now {
+                    let wait = Int32(clamping: (retryAt - now) / 1_000_000 + 1)
                     work.pollMilliseconds = min(work.pollMilliseconds, wait)
                     continue
                 }
-                while p.postsInFlight < slots && p.queuedCount > 0 {
-                    let (body, count) = p.takeBatch(bodyMax: bodyMax)
-                    p.postsInFlight += 1
-                    work.frames.append((id, address, body, count, p.nextSequence))
-                    p.nextSequence += 1
+                // In place (see `send`).
+                while out.peers[id]!.postsInFlight < slots && out.peers[id]!.queuedCount > 0 {
+                    let (body, count) = out.peers[id]!.takeBatch(bodyMax: bodyMax)
+                    out.peers[id]!.postsInFlight += 1
+                    work.frames.append((id, address, body, count, out.peers[id]!.nextSequence))
+                    out.peers[id]!.nextSequence += 1
                 }
-                out.peers[id] = p
             }
             for call in out.takeNewCalls() {
                 if let address = out.peers[call.peer]?.address {
@@ -487,6 +560,7 @@ public final class HTTPPeerTransport: PeerTransport {
     var headerValues: (node: String, secret: String, incarnation: String) {
         (String(configuration.nodeID.rawValue), configuration.secret, String(incarnation))
     }
+    var framePostsInFlightPerPeer: Int { configuration.framePostsInFlightPerPeer }
     var limits: (bodyMax: Int, defaultTimeout: Int, connectTimeout: Int, connectionsPerPeer: Int) {
         (configuration.requestBodyBytesMax, configuration.defaultTimeoutMilliseconds,
          configuration.connectTimeoutMilliseconds, configuration.connectionsPerPeerMax)

@@ -64,10 +64,12 @@ public struct PeerTransportMetrics: Sendable, Equatable {
     /// Frames delivered to the handler and the POSTs that carried them.
     public var framesReceived = 0
     public var framePostsReceived = 0
-    /// Frame POSTs discarded on arrival because a later POST of the same sender was already delivered
-    /// (two POSTs in flight raced): delivering them would reorder.
+    /// Frame POSTs discarded on arrival: a later POST of the same sender was already delivered
+    /// (delivering them would reorder), or they were duplicates, or held for a sender that restarted.
     public var framePostsReceivedOutOfOrder = 0
     public var framesReceivedOutOfOrder = 0
+    /// Frame POSTs that arrived before their predecessor and were held until it came (not lost).
+    public var framePostsHeld = 0
     public var callsStarted = 0
     public var callsSucceeded = 0
     /// Calls completed with a BrokerError the peer answered.
