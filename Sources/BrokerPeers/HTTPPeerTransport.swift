@@ -207,8 +207,12 @@ public final class HTTPPeerTransport: PeerTransport {
             counters.withLock { $0.requestsRefused += 1 }
             return responder.respond(HTTPResponse(status: 401))
         }
+        // Calls are accepted from any node that holds the secret: a broker joining the cluster
+        // registers through a call before the members know its address. Frames (Raft traffic) come
+        // only from known peers.
+        let isCall = request.pathSegments.count == 4 && request.pathSegments.prefix(3) == ["internal", "v1", "call"]
         guard let text = request.header(Self.nodeHeader), let raw = Int32(text), case let peer = NodeID(raw),
-            peer != configuration.nodeID, outgoing.withLock({ $0.peers[peer] != nil })
+            peer != configuration.nodeID, isCall || outgoing.withLock({ $0.peers[peer] != nil })
         else {
             counters.withLock { $0.requestsRefused += 1 }
             return responder.respond(HTTPResponse(status: 403))
