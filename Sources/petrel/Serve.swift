@@ -92,14 +92,16 @@ struct Serve: ParsableCommand {
             guard let secret = optional(clusterSecret, "PETREL_CLUSTER_SECRET") else {
                 throw ValidationError("cluster mode (--members) needs --cluster-secret (or PETREL_CLUSTER_SECRET)")
             }
-            guard let own = parsed[config.nodeID] else {
-                throw ValidationError("--members does not contain this node's id \(config.nodeID.rawValue)")
-            }
-            let ownPort = Int(own.split(separator: ":").last ?? "") ?? 9082
+            // A node outside the list joins a running cluster: it listens on --internal-port and
+            // tells the members where through its registration.
+            let own = parsed[config.nodeID]
+            let ownPort = own.flatMap { Int($0.split(separator: ":").last ?? "") } ?? 9082
             let internalListenHost = try setting(internalHost, "PETREL_INTERNAL_HOST", listenHost)
             let internalListenPort = try setting(internalPort, "PETREL_INTERNAL_PORT", ownPort)
             guard (0...65535).contains(internalListenPort) else { throw ValidationError("internal port must be in 0...65535") }
-            config.cluster = ClusterConfiguration(members: parsed, internalAddress: own, rack: optional(rack, "PETREL_RACK"))
+            let advertisedInternalHost = try setting(advertisedHost, "PETREL_ADVERTISED_HOST", internalListenHost)
+            let internalAddress = own ?? "\(advertisedInternalHost):\(internalListenPort)"
+            config.cluster = ClusterConfiguration(members: parsed, internalAddress: internalAddress, rack: optional(rack, "PETREL_RACK"))
             var peers = PeerTransportConfiguration(nodeID: config.nodeID, listenHost: internalListenHost, listenPort: UInt16(internalListenPort),
                                                    peers: parsed, secret: secret)
             peers.listenerThreads = 2

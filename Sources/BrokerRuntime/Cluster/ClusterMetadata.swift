@@ -201,6 +201,12 @@ extension ClusterNode {
             driver.submit(.membership(.addLearner(id)), to: metadataReplica)
             return
         }
+        // An unregistered broker stops receiving the metadata log.
+        for id in membership.learners.sorted() where brokers[id] == nil {
+            logger.info("removing unregistered broker \(id) from the metadata log")
+            driver.submit(.membership(.remove(id)), to: metadataReplica)
+            return
+        }
     }
 
     // MARK: - commands
@@ -309,7 +315,9 @@ extension ClusterNode {
             s.registrationInFlight = true
             return true
         }
-        guard needed, metadataReplica.state.withLock({ $0.leader != nil }) else {
+        // A joining broker (not an initial member) learns the controller from the members it asks.
+        let isJoining = cluster.members[nodeID] == nil
+        guard needed, isJoining || metadataReplica.state.withLock({ $0.leader != nil }) else {
             if needed { state.withLock { $0.registrationInFlight = false } }
             return
         }
@@ -317,7 +325,7 @@ extension ClusterNode {
         let command: MetadataCommand = fenced && state.withLock({ $0.metadata.brokers[nodeID]?.publicAddress == publicAddress })
             ? .unfenceBroker(nodeID)
             : .registerBroker(id: nodeID, rack: cluster.rack, publicAddress: publicAddress, internalAddress: cluster.internalAddress)
-        submit(command, attempt: 30) { [self] result in
+        submit(command, attempt: isJoining ? 27 : 30) { [self] result in
             state.withLock { $0.registrationInFlight = false }
             if case .failure(let e) = result { logger.debug("registration not done yet: \(e)") } else { logger.info("registered with the controller") }
         }
