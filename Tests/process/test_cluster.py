@@ -7,10 +7,9 @@ makes a test slower, not red."""
 
 from __future__ import annotations
 
-from cluster_support import produce_one, wait_until
+from cluster_support import UNAVAILABLE_CODES, produce_one, wait_until
 from petrel_support import assert_error
 
-UNAVAILABLE_CODES = {50302, 50304, 50305}
 
 
 def describe_ready(cluster, topic, via, partitions):

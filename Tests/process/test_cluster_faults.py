@@ -15,96 +15,11 @@ anything else (timeouts, resets, 5xx) = info (may or may not have been written).
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 
-import requests
-
-from cluster_support import produce_one, wait_until
-from history import OK, Op, check, classify_produce
-
-UNAVAILABLE_CODES = {50302, 50304, 50305}
-
-
-class Recorder:
-    """Thread-safe list of ops plus when each request started, for "did produce resume" checks."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.ops: list[Op] = []
-        self.started: list[float] = []
-        self.statuses: collections.Counter = collections.Counter()
-
-    def add(self, op: Op, started: float, status_key) -> None:
-        with self.lock:
-            self.ops.append(op)
-            self.started.append(started)
-            self.statuses[status_key] += 1
-
-    def acks_started_after(self, t: float, partition: int | None = None) -> int:
-        with self.lock:
-            return sum(1 for op, s in zip(self.ops, self.started)
-                       if op.outcome == OK and s > t and (partition is None or op.partition == partition))
-
-    def max_acked(self) -> dict[int, int]:
-        with self.lock:
-            out: dict[int, int] = {}
-            for op in self.ops:
-                if op.outcome == OK:
-                    out[op.partition] = max(out.get(op.partition, -1), op.offset)
-            return out
-
-
-def send(recorder: Recorder, node, topic: str, value: str, partition: int, session=None, timeout: float = 10):
-    """One single-attempt acks=all produce, recorded. Returns (op, HTTP status or None, JSON body or None)."""
-    started = time.monotonic()
-    status, body, _, error = produce_one(node, topic, value, partition=partition, acks="all", timeout=timeout,
-                                         session=session)
-    outcome, p, o = classify_produce(status, body)
-    code = body.get("error_code") if isinstance(body, dict) else None
-    key = status if status is not None else type(error).__name__
-    op = Op(value, outcome, p, o, attempts=1,
-            note=f"via node {node.node_id}: {status if status is not None else repr(error)[:80]} {code or ''}".strip())
-    recorder.add(op, started, (key, code))
-    return op, status, body
-
-
-def producer(cluster, topic: str, partitions: int, thread: int, stop: threading.Event, recorder: Recorder):
-    session = requests.Session()  # no retries: requests' default adapter makes exactly one attempt
-    seq = 0
-    try:
-        while not stop.is_set():
-            running = cluster.running()
-            if not running:
-                time.sleep(0.05)
-                continue
-            node = running[(thread + seq) % len(running)]
-            op, _, _ = send(recorder, node, topic, f"t{thread}-{seq}", seq % partitions, session=session)
-            seq += 1
-            if op.outcome != OK:
-                time.sleep(0.05)  # no tight loop against a broker that is electing
-    finally:
-        session.close()
-
-
-def check_all_copies(cluster, topic: str, partitions: int, recorder: Recorder):
-    """After the faults: all brokers ready, replicas caught up, every copy read, the history checked."""
-    cluster.wait_ready()
-    cluster.wait_replicas_converged(topic, partitions, at_least={p: o + 1 for p, o in recorder.max_acked().items()},
-                                    timeout=90)
-    reads, hws, starts = cluster.read_local_all(topic, partitions)
-    assert sorted(reads) == [1, 2, 3], f"local reads from {sorted(reads)}"
-    for node_id, parts in reads.items():
-        assert sorted(parts) == list(range(partitions)), f"node {node_id} has replicas of {sorted(parts)}"
-    result = check(recorder.ops, reads, high_watermarks=hws, log_starts=starts)
-    print(result.summary())
-    print("outcomes:", dict(recorder.statuses))
-    for kind in ("lost", "unseen", "inconsistent", "duplicate", "aborted_read", "divergence"):
-        assert result.counts[kind] == 0, f"{kind}: {result.counts[kind]}\n{result.summary()}"
-    assert result.counts["unexpected"] == 0, result.summary()
-    # Every replica holds every acknowledged record (they converged on one high watermark above them all).
-    return result
+from cluster_support import UNAVAILABLE_CODES, Recorder, check_all_copies, producer, send, wait_until
+from history import OK
 
 
 def test_leader_kills(make_cluster):
