@@ -425,12 +425,15 @@ class Recorder:
         self.lock = threading.Lock()
         self.ops: list[Op] = []
         self.started: list[float] = []
+        self.finished: list[float] = []
         self.statuses: collections.Counter = collections.Counter()
 
     def add(self, op: Op, started: float, status_key) -> None:
+        finished = time.monotonic()
         with self.lock:
             self.ops.append(op)
             self.started.append(started)
+            self.finished.append(finished)
             self.statuses[status_key] += 1
 
     def acks_started_after(self, t: float, partition: int | None = None) -> int:
@@ -461,7 +464,10 @@ def send(recorder: Recorder, node, topic: str, value: str, partition: int, sessi
     return op, status, body
 
 
-def producer(cluster, topic: str, partitions: int, thread: int, stop: threading.Event, recorder: Recorder):
+def producer(cluster, topic: str, partitions: int, thread: int, stop: threading.Event, recorder: Recorder,
+             timeout: float = 10):
+    """Sends unique values `t<thread>-<seq>` one at a time (acks=all, one attempt each) to partition
+    seq % partitions through the running nodes in turn, until `stop` is set."""
     session = requests.Session()  # no retries: requests' default adapter makes exactly one attempt
     seq = 0
     try:
@@ -471,7 +477,8 @@ def producer(cluster, topic: str, partitions: int, thread: int, stop: threading.
                 time.sleep(0.05)
                 continue
             node = running[(thread + seq) % len(running)]
-            op, _, _ = send(recorder, node, topic, f"t{thread}-{seq}", seq % partitions, session=session)
+            op, _, _ = send(recorder, node, topic, f"t{thread}-{seq}", seq % partitions, session=session,
+                            timeout=timeout)
             seq += 1
             if op.outcome != OK:
                 time.sleep(0.05)  # no tight loop against a broker that is electing
