@@ -29,6 +29,7 @@ FAKE = textwrap.dedent('''\
                  "cluster-secret", "rack", "config", "advertised-host"):
         ap.add_argument("--" + flag)
     a = ap.parse_args()
+    a.cluster_secret = a.cluster_secret or os.environ.get("PETREL_CLUSTER_SECRET")
     assert a.cmd == "serve" and a.members and a.cluster_secret, "cluster mode needs --members and --cluster-secret"
     os.makedirs(a.data_dir, exist_ok=True)
     with open(os.path.join(a.data_dir, "starts"), "a") as f:
@@ -38,6 +39,11 @@ FAKE = textwrap.dedent('''\
     internal.bind((a.internal_host, int(a.internal_port)))
     internal.listen()
     members = [m.split("@") for m in a.members.split(",")]
+
+    def public_port(addr):
+        # The stand-in cannot know a peer's public port; FAKE_PORT_OFFSET (internal - public) tells it.
+        offset = os.environ.get("FAKE_PORT_OFFSET")
+        return int(addr.rsplit(":", 1)[1]) - int(offset) if offset else None
 
     class H(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -54,7 +60,7 @@ FAKE = textwrap.dedent('''\
                 self.answer(200, {"status": "ready"})
             elif self.path == "/v1/cluster":
                 self.answer(200, {"cluster_id": "fake", "controller": 1, "version": "0", "topics": 0, "partitions": 0,
-                                  "brokers": [{"id": int(i), "host": addr.rsplit(":", 1)[0], "port": None,
+                                  "brokers": [{"id": int(i), "host": addr.rsplit(":", 1)[0], "port": public_port(addr),
                                                "rack": None, "alive": True} for i, addr in members],
                                   "me": int(a.node_id), "pid": os.getpid()})
             else:
