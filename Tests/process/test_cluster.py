@@ -12,16 +12,19 @@ from petrel_support import assert_error
 
 
 
-def describe_ready(cluster, topic, via, partitions):
-    """Describe `topic` through node `via`, waiting (bounded) until every partition has a leader that is
-    one of its replicas and the in-sync list is filled in: right after a create, the partition groups
-    are still electing and the node may still be applying the metadata."""
+def describe_ready(cluster, topic, via, partitions, configs=None):
+    """Describe `topic` through node `via`, waiting (bounded) until it has `partitions` partitions (and the
+    given `configs`), each with a leader that is one of its replicas and the in-sync list filled in:
+    right after a change the partition groups are still electing and the node may still be applying
+    the metadata (and a non-leader learns the leader's view from its periodic reports)."""
     def ok():
         r = cluster.node(via).get(f"/v1/topics/{topic}")
         if r.status_code != 200:
             return None
         desc = r.json()
         if len(desc["partitions"]) != partitions:
+            return None
+        if any(desc["configs"].get(k) != v for k, v in (configs or {}).items()):
             return None
         for p in desc["partitions"]:
             if p.get("leader") not in p.get("replicas", []) or not p.get("in_sync_replicas"):
@@ -119,8 +122,8 @@ def test_admin_through_a_follower_and_cluster_wide_delete(cluster):
     assert r.status_code == 200, r.text
     assert len(r.json()["partitions"]) == 2
     for node in cluster.nodes.values():
-        desc = describe_ready(cluster, "adm", via=node.node_id, partitions=2)
-        assert desc["configs"]["retention.ms"] in ("3600000", 3600000), desc["configs"]
+        desc = describe_ready(cluster, "adm", via=node.node_id, partitions=2, configs={"retention.ms": "3600000"})
+        assert desc["replication_factor"] == 3
     r = cluster.node(other).post("/v1/topics/adm/records", json={"records": [{"value": "x", "partition": 1}]})
     assert r.status_code == 200, r.text
 

@@ -248,7 +248,7 @@ def test_isolated_leader(netns, petrel_bin):
                    60, interval=0.2, what="the majority to acknowledge a write")
         acked_during = 0
         for k in range(20):
-            op, _, _ = send(recorder, cluster.node(majority[k % 2]), topic, f"during-{k}", 0, timeout=10)
+            op, _, _ = send(recorder, cluster.node(majority[k % 2]), topic, f"during-{k}", 0, timeout=30)
             acked_during += op.outcome == OK
         assert acked_during >= 15, f"only {acked_during}/20 writes acknowledged by the majority: {dict(recorder.statuses)}"
 
