@@ -204,3 +204,28 @@ def test_without_a_majority_produce_answers_503_not_a_hang(cluster):
         status, _, _, _ = produce_one(cluster.node(survivor), "quorum", "after", partition=0, acks="all", timeout=15)
         return status == 200
     wait_until(produced, 60, interval=0.5, what="produce to succeed with 2 of 3 brokers")
+
+
+def test_restarting_broker_never_denies_an_existing_topic(cluster):
+    """While a restarted broker is still catching up on the metadata (before its /readyz is 200) it must
+    answer requests for an existing topic with a 503 (retry) or serve them — never 404 "topic does not
+    exist", which a client would take as final. Found by the fault test: a restarted broker answered
+    40401 for the topic under load."""
+    cluster.create_topic("known", partitions=1, replication_factor=3, via=1)
+    describe_ready(cluster, "known", via=1, partitions=1)
+    cluster.kill(2)
+    cluster.restart(2, wait=False)  # listening, not ready yet
+    node = cluster.node(2)
+    answers = []
+    for _ in range(600):  # bounded: until ready (each iteration is at least a request)
+        try:
+            r = node.post("/v1/topics/known/records", data=b"x", headers={"Content-Type": "text/plain"}, timeout=15)
+            d = node.get("/v1/topics/known", timeout=15)
+        except Exception:  # noqa: BLE001 - refused while starting: no answer to judge
+            continue
+        answers.append((r.status_code, d.status_code))
+        assert r.status_code in (200, 503), f"produce to an existing topic while restarting: {r.status_code} {r.text}"
+        assert d.status_code in (200, 503), f"describe of an existing topic while restarting: {d.status_code} {d.text}"
+        if node.is_ready():
+            break
+    assert answers, "the restarted broker never answered"
