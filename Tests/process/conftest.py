@@ -83,3 +83,44 @@ def module_broker(request):
         yield brokers()
     finally:
         brokers.cleanup(False)
+
+
+# -- clusters (cluster_support.py) ------------------------------------------------------------------
+
+class _Clusters:
+    def __init__(self, binary: str):
+        self.binary = binary
+        self.made: list = []
+
+    def __call__(self, size: int = 3, extra_args=(), wait: bool = True, **kw):
+        from cluster_support import Cluster
+        root = new_root("petrel-cluster-")
+        c = Cluster(self.binary, root, size=size, extra_args=extra_args, **kw)
+        self.made.append((c, root))
+        return c.start(wait=wait)
+
+    def cleanup(self, failed: bool) -> None:
+        for c, root in self.made:
+            c.cleanup()
+            if failed:
+                print("\n" + c.log_tails())
+            remove_root(root)
+
+
+@pytest.fixture
+def make_cluster(request, petrel_bin):
+    """`make_cluster(size=3, extra_args=(), wait=True)` starts a cluster_support.Cluster of `size`
+    `petrel serve` processes on 127.0.0.1 (free ports, a random secret, data under a temp dir) and,
+    with `wait`, waits for every node's /readyz. Every process is SIGKILLed and the temp dir removed at
+    teardown; the logs are printed for a failed test."""
+    clusters = _Clusters(petrel_bin)
+    try:
+        yield clusters
+    finally:
+        clusters.cleanup(_failed(request))
+
+
+@pytest.fixture
+def cluster(make_cluster):
+    """Three brokers, all ready."""
+    return make_cluster(3)
