@@ -109,7 +109,7 @@ extension ClusterNode {
 
     /// Retries after `notLeader` (nothing was written, so a retry cannot duplicate), waiting a little
     /// when no leader is known yet (an election is running). Any other outcome is final.
-    func retrying<T: Sendable>(_ group: TopicPartition, attempt: Int, hint: NodeID? = nil,
+    func retrying<T: Sendable>(_ group: TopicPartition, attempt: Int, hint: NodeID? = nil, idempotent: Bool,
                                 _ operation: @escaping @Sendable (NodeID, @escaping @Sendable (Result<T, BrokerError>) -> Void) -> Void,
                                 completion: @escaping @Sendable (Result<T, BrokerError>) -> Void) {
         guard let target = leaderGuess(group, hint: hint) else {
@@ -117,9 +117,11 @@ extension ClusterNode {
         }
         operation(target) { [self] raw in
             var result = raw
-            // A peer that refused the connection received nothing, so trying elsewhere cannot write
-            // twice (a timeout, by contrast, is final: the request may have arrived).
-            if case .failure(.unavailable(let m)) = raw, target != nodeID, m.contains("Couldn't connect") {
+            // A refused connection is retried elsewhere only for reads. A produce may not be: libcurl
+            // silently re-sends a request whose reused connection died, so "couldn't connect" can be
+            // the second attempt of a request the dead leader had already received and replicated —
+            // retrying it on the new leader wrote it twice (found by test_leader_kills).
+            if idempotent, case .failure(.unavailable(let m)) = raw, target != nodeID, m.contains("Couldn't connect") {
                 result = .failure(.notLeader(m, leader: nil))
             }
             guard case .failure(.notLeader(let message, let leader)) = result, attempt + 1 < Self.forwardAttemptsMax,
@@ -133,14 +135,14 @@ extension ClusterNode {
             let next: NodeID? = (leader != nil && leader != target) ? leader : nil
             let delay = next == nil ? 150 * (attempt + 1) : 0
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(delay)) {
-                self.retrying(group, attempt: attempt + 1, hint: next, operation, completion: completion)
+                self.retrying(group, attempt: attempt + 1, hint: next, idempotent: idempotent, operation, completion: completion)
             }
         }
     }
 
     func route(_ group: TopicPartition, batches: [RecordBatch], acks: Acks, attempt: Int,
                completion: @escaping @Sendable (Result<[Offset], BrokerError>) -> Void) {
-        retrying(group, attempt: attempt, { [self] target, done in
+        retrying(group, attempt: attempt, idempotent: false, { [self] target, done in
             if target == nodeID { return produceLocally(group, batches: batches, acks: acks, completion: done) }
             let body = PeerCall.Produce(group: group, acks: acks, batches: batches).encode()
             transport.call(target, method: PeerCall.produce, body: body, timeoutMilliseconds: Int(cluster.produceTimeoutMilliseconds) + cluster.forwardTimeoutMilliseconds) { result in
@@ -182,7 +184,7 @@ extension ClusterNode {
             normalized.waitMilliseconds = min(max(request.waitMilliseconds, 0), limits.waitMillisecondsMax)
             if local { return readLocally(normalized, allowFollower: true, completion: completion) }
             let forwarded = normalized
-            retrying(group, attempt: 0, { [self] target, done in
+            retrying(group, attempt: 0, idempotent: true, { [self] target, done in
                 if target == nodeID { return readLocally(forwarded, allowFollower: false, completion: done) }
                 transport.call(target, method: PeerCall.read, body: PeerCall.encode(forwarded),
                                timeoutMilliseconds: forwarded.waitMilliseconds + cluster.forwardTimeoutMilliseconds) { result in
