@@ -100,6 +100,25 @@ import Testing
         #expect(try open(disk).hardState.commit == b.lastOffset)
     }
 
+    @Test func newestStateWinsWhenSyncsCompleteOutOfOrder() throws {
+        // Group commit runs `perform()` outside the caller's lock: two may overlap or finish in
+        // either order; an older state must never overwrite a newer one.
+        let disk = SimulatedFileSystem()
+        let s = try open(disk)
+        let b = replicaBatch(base: .zero, count: 1, term: Term(1), tag: 1)
+        try s.write(makeReady(entries: [b], hardState: HardState(term: Term(1), vote: NodeID(1))), nowMilliseconds: 1_000)
+        let older = try #require(s.beginSync())
+        try s.write(makeReady(hardState: HardState(term: Term(2), vote: NodeID(3))), nowMilliseconds: 1_001)
+        let newer = try #require(s.beginSync())
+        try newer.perform()
+        try older.perform()
+        s.completeSync(newer)
+        s.completeSync(older)
+        #expect(s.durableOffset == b.lastOffset)
+        disk.crash(seed: 4, mode: .drop)
+        #expect(try open(disk).hardState == HardState(term: Term(2), vote: NodeID(3)))
+    }
+
     @Test func membershipIndexSurvivesTruncationAndCrash() throws {
         let disk = SimulatedFileSystem()
         let s = try open(disk)
