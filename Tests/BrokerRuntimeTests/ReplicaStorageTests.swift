@@ -188,6 +188,31 @@ import Testing
         #expect(outcomes == ["old", "new"])
     }
 
+    @Test func aCrashDuringDeleteLeavesTheOldReplicaOrAFreshOne() throws {
+        var outcomes = Set<String>()
+        for budget in 0..<12 {
+            let disk = SimulatedFileSystem()
+            let fs = CrashingFileSystem(disk: disk)
+            let s = try open(fs)
+            let b = replicaBatch(base: .zero, count: 2, term: Term(4), tag: 1)
+            try s.write(makeReady(entries: [b], hardState: HardState(term: Term(4), vote: NodeID(2))), nowMilliseconds: 1_000)
+            try sync(s)
+            fs.crash(afterOperations: budget)
+            let finished = (try? s.delete()) != nil
+            fs.crash(afterOperations: nil)
+            disk.crash(seed: UInt64(budget), mode: .drop)
+            let reopened = try open(fs)
+            if reopened.hardState.term == Term(4) {
+                #expect(!finished && reopened.lastOffset == b.lastOffset, "budget \(budget)")
+                outcomes.insert("old")
+            } else {
+                #expect(reopened.hardState == HardState() && reopened.lastOffset == Offset(-1), "budget \(budget)")
+                outcomes.insert("fresh")
+            }
+        }
+        #expect(outcomes == ["old", "fresh"])
+    }
+
     @Test func partitionLogResetIsCrashSafe() throws {
         for budget in 0..<30 {
             let disk = SimulatedFileSystem()

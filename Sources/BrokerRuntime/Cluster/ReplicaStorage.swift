@@ -106,7 +106,9 @@ final class ReplicaStorage: RaftStorage {
         }
         let log = try PartitionLog.open(directory: logDirectory, config: logConfig, fileSystem: fileSystem, nowMilliseconds: nowMilliseconds)
         let start = state.snapshotPoint.offset + 1
-        if state.resetPending {
+        if state.resetPending || (log.logEndOffset == log.logStartOffset && log.logStartOffset != start) {
+            // An install that may not have finished, or an empty log at the wrong place (nothing
+            // to keep either way).
             try log.reset(to: start)
             state.resetPending = false
             rewrite = true
@@ -379,6 +381,10 @@ final class ReplicaStorage: RaftStorage {
     /// Removes the replica's directory and everything in it; the replica cannot be used afterwards.
     func delete() throws(StorageError) {
         isClosed = true
+        // The state file first: a crash part-way leaves a log without state, which `open` treats
+        // as a creation that crashed (wiped, started afresh), not as a corrupt replica.
+        try fileSystem.removeFile(stateFile.path)
+        try fileSystem.syncDirectory(directory)
         try log.delete()
         try fileSystem.removeDirectory(directory)
     }
