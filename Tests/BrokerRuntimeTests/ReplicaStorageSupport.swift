@@ -140,15 +140,16 @@ func expectSameQueries(
     }
     if actual.lastOffset != expected.lastOffset { problems.append("lastOffset \(actual.lastOffset) != \(expected.lastOffset)") }
     if actual.snapshot() != expected.snapshot() { problems.append("snapshot \(actual.snapshot()) != \(expected.snapshot())") }
-    let from = expected.snapshotPoint.offset - 1
-    let to = max(actual.lastOffset, expected.lastOffset) + 1
-    if from <= to {
-        for o in stride(from: from.rawValue, through: to.rawValue, by: 1).map({ Offset($0) }) {
-            if actual.term(endingAt: o) != expected.term(endingAt: o) {
-                problems.append("term(endingAt: \(o)) \(String(describing: actual.term(endingAt: o))) != \(String(describing: expected.term(endingAt: o)))")
-            }
-            if actual.batch(containing: o) != expected.batch(containing: o) { problems.append("batch(containing: \(o)) differs") }
+    // Every offset where an answer can change: around the log start, around each batch's ends
+    // and inside it, and past the log end.
+    var offsets: Set<Offset> = [expected.snapshotPoint.offset - 1, expected.snapshotPoint.offset, expected.snapshotPoint.offset + 1]
+    for last in [actual.lastOffset, expected.lastOffset] { offsets.formUnion([last, last + 1, last + 2]) }
+    for b in expected.stored { offsets.formUnion([b.baseOffset, b.lastOffset, b.baseOffset + (b.lastOffset - b.baseOffset) / 2]) }
+    for o in offsets.sorted() {
+        if actual.term(endingAt: o) != expected.term(endingAt: o) {
+            problems.append("term(endingAt: \(o)) \(String(describing: actual.term(endingAt: o))) != \(String(describing: expected.term(endingAt: o)))")
         }
+        if actual.batch(containing: o) != expected.batch(containing: o) { problems.append("batch(containing: \(o)) differs") }
     }
     for b in expected.stored {
         for bytesMax in [1, 300, 1 << 20] {

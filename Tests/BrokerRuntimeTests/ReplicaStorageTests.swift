@@ -1,5 +1,6 @@
 import BrokerModel
 import BrokerTesting
+import Foundation
 import LogStorage
 import Testing
 @testable import BrokerRuntime
@@ -24,9 +25,25 @@ import Testing
 
     // MARK: (a) contract: the same Readys to ReplicaStorage and MemoryRaftStorage
 
-    @Test(arguments: 0..<8)
+    /// Seeds 0–7 on the simulated disk, 8 on the real one (a seam gets its contract test on both).
+    @Test(arguments: 0..<9)
     func answersLikeMemoryStorage(seed: Int) throws {
-        let fs = SimulatedFileSystem()
+        let fs: any FileSystem
+        let directory: String
+        if seed >= 8 {
+            fs = PosixFileSystem()
+            directory = NSTemporaryDirectory() + "petrel-replica-" + UUID().uuidString
+        } else {
+            fs = SimulatedFileSystem()
+            directory = self.directory
+        }
+        defer { try? fs.removeDirectory(directory) }
+        func open(_ fs: any FileSystem, tinyCache: Bool, now: Int64 = 1_000) throws -> ReplicaStorage {
+            let s = try ReplicaStorage.open(
+                directory: directory, fileSystem: fs, logConfig: smallLogConfig(), initialMembership: initial, nowMilliseconds: now)
+            if tinyCache { s.resetCache(batchBytesMax: 200, batchCountMax: 2, boundaryCountMax: 3) }
+            return s
+        }
         let tiny = seed % 2 == 1
         var storage = try open(fs, tinyCache: tiny)
         let memory = MemoryRaftStorage(membership: initial)
@@ -36,7 +53,8 @@ import Testing
         var truncations = 0
         var now: Int64 = 1_000
         expectSameQueries(storage, memory, "seed \(seed) fresh")
-        for step in 0..<250 {
+        // Fewer steps on the real disk: every state write there costs real fsyncs.
+        for step in 0..<(seed >= 8 ? 100 : 250) {
             now += 10
             let ready = generator.next(memory)
             if ready.snapshot != nil { installs += 1 }
