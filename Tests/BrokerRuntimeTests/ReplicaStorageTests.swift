@@ -118,6 +118,32 @@ import Testing
         #expect(try open(disk).hardState.commit == b.lastOffset)
     }
 
+    @Test func recentBatchesAreServedFromMemory() throws {
+        let s = try open(SimulatedFileSystem())
+        var batches: [RecordBatch] = []
+        var next = Offset.zero
+        for i in 0..<200 {
+            let b = replicaBatch(base: next, count: 3, term: Term(1 + Int64(i / 50)), tag: i, valueBytes: 100)
+            batches.append(b)
+            next = b.nextOffset
+        }
+        try s.write(makeReady(entries: batches, hardState: HardState(term: Term(4))), nowMilliseconds: 1_000)
+        try sync(s)
+        // What the leader asks on every append to an up-to-date follower.
+        for b in batches.suffix(100) {
+            #expect(s.term(endingAt: b.lastOffset) == b.term)
+            #expect(s.term(endingAt: b.baseOffset) == nil)
+            #expect(s.batch(containing: b.baseOffset + 1) == b)
+            #expect(s.batches(from: b.baseOffset, bytesMax: 1 << 20).first == b)
+        }
+        #expect(s.logReads == 0)
+        // Beyond the windows, the log answers the same.
+        s.resetCache(batchBytesMax: 1, batchCountMax: 1, boundaryCountMax: 1)
+        #expect(s.term(endingAt: batches[3].lastOffset) == batches[3].term)
+        #expect(s.batches(from: batches[3].baseOffset, bytesMax: 1) == [batches[3]])
+        #expect(s.logReads == 2)
+    }
+
     @Test func newestStateWinsWhenSyncsCompleteOutOfOrder() throws {
         // Group commit runs `perform()` outside the caller's lock: two may overlap or finish in
         // either order; an older state must never overwrite a newer one.

@@ -24,7 +24,11 @@ struct ReplicaBatchCache {
     private var boundaries: [Boundary] = []
     private var boundaryHead = 0
 
-    init(batchBytesMax: Int = 8 << 20, batchCountMax: Int = 8192, boundaryCountMax: Int = 1 << 16) {
+    /// Defaults sized for many replicas per broker (about 1.2 MiB each at most): the batch window
+    /// matches `RaftConfiguration.appendBytesMax`, so a follower within one append of the end is
+    /// served from memory; 8192 boundaries (24 bytes each) cover the conflict search of a
+    /// follower far further back.
+    init(batchBytesMax: Int = 1 << 20, batchCountMax: Int = 1024, boundaryCountMax: Int = 8192) {
         precondition(batchBytesMax > 0 && batchCountMax > 0 && boundaryCountMax >= batchCountMax)
         self.batchBytesMax = batchBytesMax
         self.batchCountMax = batchCountMax

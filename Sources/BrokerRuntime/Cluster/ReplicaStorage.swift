@@ -49,6 +49,8 @@ final class ReplicaStorage: RaftStorage {
 
     /// The first read error the queries swallowed (see the type's documentation), if any.
     private(set) var readFailure: StorageError?
+    /// Queries answered from the log rather than the in-memory tail (a cache-miss counter).
+    private(set) var logReads = 0
 
     private var state: ReplicaState
     private var cache = ReplicaBatchCache()
@@ -165,6 +167,8 @@ final class ReplicaStorage: RaftStorage {
 
     // MARK: RaftStorage
 
+    /// The hard state last written by `write(_:)` (durable as described on the type; `RaftNode`
+    /// reads it only when it starts, right after `open`, when the two agree).
     var hardState: HardState { state.hardState }
     var snapshotPoint: LogPosition { state.snapshotPoint }
     var snapshotMembership: Membership { state.snapshotMembership }
@@ -194,6 +198,7 @@ final class ReplicaStorage: RaftStorage {
     func batches(from offset: Offset, bytesMax: Int) -> [RecordBatch] {
         if offset <= state.snapshotPoint.offset || offset > lastOffset { return [] }
         if let cached = cache.batches(from: offset, bytesMax: bytesMax) { return cached }
+        logReads += 1
         do {
             let result = try log.read(from: offset, maxBytes: bytesMax, upTo: log.logEndOffset)
             guard let first = result.first, first.baseOffset == offset else { return [] }
@@ -215,6 +220,7 @@ final class ReplicaStorage: RaftStorage {
     /// The batch holding `offset` read from the log (nil in a gap or outside it).
     private func readBatch(containing offset: Offset) throws(StorageError) -> RecordBatch? {
         guard offset >= log.logStartOffset, offset < log.logEndOffset else { return nil }
+        logReads += 1
         guard let b = try log.read(from: offset, maxBytes: 1, upTo: log.logEndOffset).first, b.baseOffset <= offset else {
             return nil
         }
@@ -337,6 +343,10 @@ final class ReplicaStorage: RaftStorage {
 
     /// Retention (time/bytes per logConfig) but never past `commit`; moves the log start and snapshotPoint
     /// (its term = the term of the last removed batch). Returns segments removed.
+    ///
+    /// Pass `min(raft.commit, raft.applied)`, between `advance` and the next `ready()`: the node
+    /// hands out committed batches after `applied` from storage, so they must still be there.
+    /// Never call `log.enforceRetention` directly: the state file must move the log start first.
     func enforceRetention(nowMilliseconds: Int64, commit: Offset) throws(StorageError) -> Int {
         precondition(!isClosed, "retention on a closed replica")
         self.nowMilliseconds = nowMilliseconds
@@ -362,7 +372,8 @@ final class ReplicaStorage: RaftStorage {
     }
 
     /// Replaces the in-memory tail cache by an empty one with these limits (it refills from the
-    /// next appends). Tests use tiny limits to drive the disk path.
+    /// next appends). The defaults (`ReplicaBatchCache.init`) hold at most about 1.2 MiB; tests use
+    /// tiny limits to drive the disk path.
     func resetCache(batchBytesMax: Int, batchCountMax: Int, boundaryCountMax: Int) {
         cache = ReplicaBatchCache(batchBytesMax: batchBytesMax, batchCountMax: batchCountMax, boundaryCountMax: boundaryCountMax)
     }
