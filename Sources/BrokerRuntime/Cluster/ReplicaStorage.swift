@@ -30,6 +30,16 @@ import LogStorage
 ///   `point + 1`, and its start never goes back.
 /// - On open the durable commit is clamped to the recovered log end (a state file may be durable
 ///   ahead of log bytes that a crash lost; those were never acknowledged).
+/// - Membership batches: the state file lists those above the snapshot point through its
+///   `scannedThrough` offset; `open` re-checks each against the log, drops those past the
+///   recovered end, and scans only the log after `scannedThrough` (normally less than a second of
+///   appends). Before batches are appended at or below a `scannedThrough` that may be durable
+///   (after a truncation, or a crash that cut the tail), the state is rewritten first, so a
+///   membership batch written there cannot be missed.
+///
+/// Measured (debug build, PosixFileSystem, 2-core VM; one 10-record batch per `Ready`): about
+/// 0.5 ms per write + sync when only the commit moves, 2.5 ms when the term changes each time
+/// (state file replaced: two more fsyncs) — hence the lazy commit.
 ///
 /// Not thread-safe: the caller serialises every call with its own lock, except
 /// `PendingSync.perform()`, which is meant to run outside it.
