@@ -2,6 +2,7 @@ import BrokerModel
 import BrokerTesting
 import Foundation
 import LogStorage
+import Synchronization
 import Testing
 @testable import BrokerRuntime
 @testable import Consensus
@@ -161,6 +162,54 @@ import Testing
         #expect(s.durableOffset == b.lastOffset)
         disk.crash(seed: 4, mode: .drop)
         #expect(try open(disk).hardState == HardState(term: Term(2), vote: NodeID(3)))
+    }
+
+    /// The runtime's shape: write and `beginSync` under a lock, `perform()` on other threads (several
+    /// at once, finishing in any order), `completeSync` under the lock again.
+    @Test func groupCommitOutsideTheLock() throws {
+        final class Shared: Sendable {
+            let storage: Mutex<ReplicaStorage>
+            init(_ s: sending ReplicaStorage) { storage = Mutex(s) }
+        }
+        let disk = SimulatedFileSystem()
+        let shared = Shared(try open(disk))
+        let group = DispatchGroup()
+        let failures = Mutex(0)
+        var next = Offset.zero
+        var hard = HardState(term: Term(1))
+        for i in 0..<300 {
+            if i % 7 == 0 { hard = HardState(term: hard.term.next, vote: NodeID(Int32(i % 3 + 1)), commit: hard.commit) }
+            let b = replicaBatch(base: next, count: 2, term: hard.term, tag: i)
+            next = b.nextOffset
+            hard.commit = b.baseOffset
+            let ready = makeReady(entries: [b], hardState: hard)
+            let pending = try shared.storage.withLock { (s) throws(StorageError) -> PendingSync? in
+                try s.write(ready, nowMilliseconds: Int64(i))
+                return s.beginSync()
+            }
+            guard let pending else { continue }
+            group.enter()
+            DispatchQueue.global().async {
+                do {
+                    try pending.perform()
+                    shared.storage.withLock { $0.completeSync(pending) }
+                } catch {
+                    failures.withLock { $0 += 1 }
+                }
+                group.leave()
+            }
+        }
+        group.wait()
+        #expect(failures.withLock { $0 } == 0)
+        let last = next - 1
+        let finalHard = hard
+        shared.storage.withLock { s in
+            #expect(s.durableOffset == last)
+        }
+        disk.crash(seed: 9, mode: .tear(garbage: true))
+        let reopened = try open(disk)
+        #expect(reopened.lastOffset == last)
+        #expect(reopened.hardState.term == finalHard.term && reopened.hardState.vote == finalHard.vote)
     }
 
     @Test func membershipIndexSurvivesTruncationAndCrash() throws {
