@@ -55,6 +55,7 @@ public final class PendingFlush: Sendable {
 /// `PendingFlush.perform()`, which is meant to run outside that lock.
 ///
 /// `logStartOffset` is the base offset of the oldest segment; it is not checkpointed separately.
+/// `reset(to:)` is crash-safe: a crash leaves either the old log or the new empty one.
 public final class PartitionLog {
     public let directory: String
     public var config: LogConfig
@@ -89,6 +90,7 @@ public final class PartitionLog {
     ) throws(StorageError) -> PartitionLog {
         precondition(config.segmentBytes > RecordBatch.headerBytes && config.indexIntervalBytes >= 0)
         try fileSystem.createDirectory(directory)
+        try finishInterruptedReset(directory: directory, fileSystem: fileSystem)
         let markerPath = fileSystem.join(directory, Self.cleanShutdownMarker)
         let wasCleanShutdown = fileSystem.fileExists(markerPath)
         var bases: [Offset] = []
@@ -105,7 +107,7 @@ public final class PartitionLog {
             let stem: Substring? =
                 name.hasSuffix(".index") ? name.dropLast(6) : name.hasSuffix(".timeindex") ? name.dropLast(10) : nil
             if let stem, Segment.parseStem(stem) != nil, names.contains(stem + ".log") { continue }
-            if name == Self.cleanShutdownMarker { continue }
+            if name == Self.cleanShutdownMarker || name == Self.resetMarker { continue }
             if fileSystem.directoryExists(fileSystem.join(directory, name)) { continue }
             try fileSystem.removeFile(fileSystem.join(directory, name))
             removed = true
@@ -206,8 +208,14 @@ public final class PartitionLog {
         segments.append(try Segment.create(directory: directory, baseOffset: base, fileSystem: fileSystem))
     }
 
+    /// Replaces the whole log by one empty segment at `baseOffset`, crash-safely: the intended
+    /// start is made durable first (`resetMarker`), so a crash in the middle cannot leave an empty
+    /// log at offset 0 (which `open` would create when no segment is left) or a stray prefix of the
+    /// old log; `open` finishes the reset instead. Afterwards the log is either the old one (crash
+    /// before the marker is durable) or the new empty one.
     private func replaceAllSegments(baseOffset: Offset) throws(StorageError) {
         generation += 1
+        try Self.writeResetMarker(directory: directory, fileSystem: fileSystem, baseOffset: baseOffset)
         // Newest first: a crash in the middle leaves a shorter log that is still a prefix.
         for segment in segments.reversed() { try removeFiles(of: segment) }
         try fileSystem.syncDirectory(directory)
@@ -215,6 +223,48 @@ public final class PartitionLog {
         logStartOffset = baseOffset
         logEndOffset = baseOffset
         flushedOffset = baseOffset
+        try fileSystem.removeFile(fileSystem.join(directory, Self.resetMarker))
+        try fileSystem.syncDirectory(directory)
+    }
+
+    /// Names the base offset of an interrupted reset: 8 bytes big-endian offset, 4 bytes CRC32C of them.
+    static let resetMarker = "reset-to"
+
+    static func writeResetMarker(directory: String, fileSystem: any FileSystem, baseOffset: Offset) throws(StorageError) {
+        let path = fileSystem.join(directory, resetMarker)
+        var w = ByteWriter(capacity: 12)
+        w.int64(baseOffset.rawValue)
+        w.uint32(CRC32C.checksum(w.bytes))
+        let file = try fileSystem.openFile(path, create: true)
+        try file.truncate(to: 0)
+        try file.write(w.bytes, at: 0)
+        // Content durable before the name: a marker that exists after a crash is whole.
+        try file.sync()
+        try fileSystem.syncDirectory(directory)
+    }
+
+    /// Completes a reset that a crash interrupted: everything but the marker goes, and the log
+    /// restarts empty at the marker's offset. A marker that does not validate was never made
+    /// durable as a whole, so no segment had been touched yet: it is just removed.
+    static func finishInterruptedReset(directory: String, fileSystem: any FileSystem) throws(StorageError) {
+        let path = fileSystem.join(directory, resetMarker)
+        guard fileSystem.fileExists(path) else { return }
+        let file = try fileSystem.openFile(path, create: false)
+        let bytes = try file.read(at: 0, count: 12)
+        var target: Offset?
+        if bytes.count == 12, CRC32C.checksum(Array(bytes[0..<8])) == bytes.readBigEndian(UInt32.self, at: 8) {
+            target = Offset(bytes.readBigEndian(Int64.self, at: 0))
+        }
+        if let target {
+            for name in try fileSystem.listDirectory(directory) where name != resetMarker {
+                let child = fileSystem.join(directory, name)
+                if !fileSystem.directoryExists(child) { try fileSystem.removeFile(child) }
+            }
+            try fileSystem.syncDirectory(directory)
+            _ = try Segment.create(directory: directory, baseOffset: target, fileSystem: fileSystem)
+        }
+        try fileSystem.removeFile(path)
+        try fileSystem.syncDirectory(directory)
     }
 
     private func removeFiles(of segment: Segment) throws(StorageError) {
@@ -357,23 +407,45 @@ public final class PartitionLog {
     @discardableResult
     public func enforceRetention(nowMilliseconds: Int64) throws(StorageError) -> Int {
         try checkOpen()
-        var deleted = 0
+        let count = retentionPlan(nowMilliseconds: nowMilliseconds)
+        try deleteOldestSegments(count)
+        return count
+    }
+
+    /// How many of the oldest segments `enforceRetention` would delete now, without deleting:
+    /// a Raft replica must first record the new log start (and the term before it) durably.
+    /// With `keepingFrom`, no segment holding an offset `>= keepingFrom` counts (Raft: only
+    /// committed batches may go).
+    public func retentionPlan(nowMilliseconds: Int64, keepingFrom: Offset = Offset(Int64.max)) -> Int {
+        if isClosed { return 0 }
+        var count = 0
         var total = sizeBytes
-        while segments.count > 1 {
-            let oldest = segments[0]
+        while count < segments.count - 1 {
+            let oldest = segments[count]
+            // Every offset of `oldest` lies below the next segment's base.
+            guard segments[count + 1].baseOffset <= keepingFrom else { break }
             let expired = config.retentionMilliseconds >= 0 && nowMilliseconds - oldest.maxTimestamp > config.retentionMilliseconds
             let oversized = config.retentionBytes >= 0 && total - oldest.sizeBytes >= config.retentionBytes
             guard expired || oversized else { break }
-            try removeFiles(of: oldest)
-            segments.removeFirst()
             total -= oldest.sizeBytes
-            deleted += 1
+            count += 1
         }
-        if deleted > 0 {
-            try fileSystem.syncDirectory(directory)
-            logStartOffset = segments[0].baseOffset
-        }
-        return deleted
+        return count
+    }
+
+    /// Base offsets of the segments, oldest first (the first is `logStartOffset`).
+    public var segmentBaseOffsets: [Offset] { segments.map(\.baseOffset) }
+
+    /// Deletes the `count` oldest segments (never the active one), durably, oldest first: a crash
+    /// in the middle leaves a log that starts at one of the old segment bases.
+    public func deleteOldestSegments(_ count: Int) throws(StorageError) {
+        try checkOpen()
+        precondition(count >= 0 && count < segments.count, "cannot delete \(count) of \(segments.count) segments")
+        guard count > 0 else { return }
+        for segment in segments[0..<count] { try removeFiles(of: segment) }
+        try fileSystem.syncDirectory(directory)
+        segments.removeFirst(count)
+        logStartOffset = segments[0].baseOffset
     }
 
     /// Raft: removes every record at or after `offset` (a divergent, uncommitted suffix), durably.
