@@ -43,7 +43,7 @@ extension ClusterNode {
     func alterTopic(_ name: TopicName, configs: [(String, String)], partitions newCount: Int32?,
                     completion: @escaping @Sendable (Result<TopicDescription, BrokerError>) -> Void) {
         do throws(BrokerError) {
-            guard let topic = state.withLock({ $0.metadata.topics[name] }) else { throw .unknownTopic(name.rawValue) }
+            guard let topic = state.withLock({ $0.metadata.topics[name] }) else { throw unknownTopic(name) }
             _ = try topicConfig(topic).applying(configs.filter { $0.0 != Topic.minInSyncReplicasKey })
             var commands: [MetadataCommand] = []
             if !configs.isEmpty {
@@ -80,7 +80,7 @@ extension ClusterNode {
     }
 
     func deleteTopic(_ name: TopicName, completion: @escaping @Sendable (Result<Void, BrokerError>) -> Void) {
-        guard state.withLock({ $0.metadata.topics[name] != nil }) else { return completion(.failure(.unknownTopic(name.rawValue))) }
+        guard state.withLock({ $0.metadata.topics[name] != nil }) else { return completion(.failure(unknownTopic(name))) }
         if name.isInternal { return completion(.failure(.invalidTopicName("internal topics cannot be deleted"))) }
         submit(.deleteTopic(name), completion: completion)
     }
@@ -92,7 +92,7 @@ extension ClusterNode {
     func describeTopic(_ name: TopicName) throws(BrokerError) -> TopicDescription {
         let now = monotonicMilliseconds()
         let (topic, reports, replicas) = state.withLock { s in (s.metadata.topics[name], s.reports, s.replicas) }
-        guard let topic else { throw .unknownTopic(name.rawValue) }
+        guard let topic else { throw unknownTopic(name) }
         var partitions: [PartitionDescription] = []
         for a in topic.partitions {
             let group = TopicPartition(name, a.partition)

@@ -22,7 +22,7 @@ extension ClusterNode {
             guard records.count <= configuration.limits.produceRecordsMax else {
                 throw .payloadTooLarge("\(records.count) records in one request; at most \(configuration.limits.produceRecordsMax) are allowed")
             }
-            guard let t = state.withLock({ $0.metadata.topics[topic] }) else { throw .unknownTopic(topic.rawValue) }
+            guard let t = state.withLock({ $0.metadata.topics[topic] }) else { throw unknownTopic(topic) }
             let config = topicConfig(t)
             let partitionCount = Int32(t.partitions.count)
             let sticky = PartitionID(Int32(stickyCounter.wrappingAdd(1, ordering: .relaxed).oldValue & 0x3fff_ffff) % partitionCount)
@@ -204,7 +204,7 @@ extension ClusterNode {
     }
 
     func checkPartition(_ group: TopicPartition) throws(BrokerError) {
-        guard let t = state.withLock({ $0.metadata.topics[group.topic] }) else { throw .unknownTopic(group.topic.rawValue) }
+        guard let t = state.withLock({ $0.metadata.topics[group.topic] }) else { throw unknownTopic(group.topic) }
         guard group.partition.rawValue >= 0 && Int(group.partition.rawValue) < t.partitions.count else {
             throw .unknownPartition(topic: group.topic.rawValue, partition: group.partition.rawValue, partitionCount: Int32(t.partitions.count))
         }

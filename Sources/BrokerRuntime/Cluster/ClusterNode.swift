@@ -165,7 +165,15 @@ final class ClusterNode: Sendable {
         if ticks % 5 == 2 { maintainRegistration() }
         if ticks % 10 == 7 { controllerDuties(ticks: ticks) }
         if ticks % 5 == 3 { driveReassignments() }
+        let retentionTicks = max(1, configuration.retentionCheckIntervalMilliseconds / Int64(cluster.tickMilliseconds))
+        if ticks % retentionTicks == 0 { for r in replicas { driver.submit(.retention, to: r) } }
         runControllerQueue()
+    }
+
+    /// "No such topic" is only known once this broker has caught up with the metadata; before, a
+    /// restarted broker would deny topics that exist (found by the cluster process tests).
+    func unknownTopic(_ name: TopicName) -> BrokerError {
+        isReady ? .unknownTopic(name.rawValue) : .unavailable("broker \(nodeID) is still catching up with the cluster metadata; retry")
     }
 
     func replica(_ group: TopicPartition) -> Replica? {

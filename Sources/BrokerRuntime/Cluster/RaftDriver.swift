@@ -117,10 +117,19 @@ final class RaftDriver: Sendable {
                     case .transfer(let target): try? s.node.transferLeadership(to: target)
                     // Refused while another change is pending: the caller asks again on a later tick.
                     case .membership(let change): _ = try? s.node.proposeMembershipChange(change)
+                    case .retention:
+                        // Between advance and ready: the node reads committed batches after
+                        // `applied` from storage, so retention stops there.
+                        do {
+                            let removed = try s.storage.enforceRetention(nowMilliseconds: now, commit: min(s.node.commit, s.node.applied))
+                            if removed > 0 { s.highWatermark = max(s.highWatermark, s.log.logStartOffset) }
+                        } catch {
+                            s.closedReason = .storage("retention on \(replica.group) failed: \(error)")
+                        }
                     case .propose(let p): Self.propose(p, in: &s, now: now, failures: &failures, answers: &answers)
                     }
                 }
-                guard s.node.hasReady else { return }
+                guard s.closedReason == nil, s.node.hasReady else { return }
                 let ready = s.node.ready()
                 do {
                     try s.storage.write(ready, nowMilliseconds: now)
@@ -205,6 +214,14 @@ final class RaftDriver: Sendable {
                     }
                 }
                 if !w.ready.committedEntries.isEmpty { applies.append((replica, w.ready.committedEntries)) }
+                if let failure = s.storage.readFailure {
+                    // A query the node made could not read the log: its answers can no longer be
+                    // trusted. Stop serving; a restart reopens and recovers the replica.
+                    s.closedReason = .storage("reading \(replica.group) failed: \(failure)")
+                    for a in s.appendWaiters { failures.append((a.completion, s.closedReason!)) }
+                    s.appendWaiters.removeAll()
+                    return false
+                }
                 guard s.node.hasReady || !s.inbox.isEmpty, !s.isScheduled else { return false }
                 s.isScheduled = true
                 return true

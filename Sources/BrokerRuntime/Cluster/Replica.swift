@@ -29,6 +29,8 @@ enum ReplicaInput {
     case transfer(to: NodeID)
     /// One single-server membership change, proposed by the leader (reassignment, joining learners).
     case membership(MembershipChange)
+    /// Retention: drop whole segments past retention.ms/retention.bytes, never past the commit.
+    case retention
 }
 
 /// A client batch on its way into the leader's log.

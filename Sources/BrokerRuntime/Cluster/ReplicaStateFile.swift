@@ -10,7 +10,7 @@ import Synchronization
 /// The log is the truth for batches; this state is the truth for where the log *starts*. When
 /// they disagree after a crash, `ReplicaStorage.open` brings the log in line with the state
 /// (see `resetPending`, and retention writing the state before it deletes segments).
-struct ReplicaState: Equatable {
+struct ReplicaDurableState: Equatable {
     var hardState: HardState
     var snapshotPoint: LogPosition
     var snapshotMembership: Membership
@@ -23,7 +23,7 @@ struct ReplicaState: Equatable {
     /// only after it.
     var scannedThrough: Offset
 
-    static func == (a: ReplicaState, b: ReplicaState) -> Bool {
+    static func == (a: ReplicaDurableState, b: ReplicaDurableState) -> Bool {
         a.hardState == b.hardState && a.snapshotPoint == b.snapshotPoint && a.snapshotMembership == b.snapshotMembership
             && a.resetPending == b.resetPending && a.scannedThrough == b.scannedThrough
             && a.memberships.map(\.offset) == b.memberships.map(\.offset)
@@ -71,8 +71,8 @@ struct ReplicaState: Equatable {
         for l in m.learners.sorted() { w.int32(l.rawValue) }
     }
 
-    static func decode(_ bytes: [UInt8]) throws(DecodeError) -> ReplicaState {
-        try withBytes(bytes) { (raw) throws(DecodeError) -> ReplicaState in
+    static func decode(_ bytes: [UInt8]) throws(DecodeError) -> ReplicaDurableState {
+        try withBytes(bytes) { (raw) throws(DecodeError) -> ReplicaDurableState in
             var r = ByteReader(raw)
             guard try r.uint32() == magic else { throw DecodeError("bad magic") }
             guard try r.int16() == version else { throw DecodeError("unknown version") }
@@ -80,7 +80,7 @@ struct ReplicaState: Equatable {
             guard length >= 0, length + 4 == r.remaining else { throw DecodeError("bad length") }
             let body = try r.bytes(length)
             guard try r.uint32() == CRC32C.checksum(body) else { throw DecodeError("checksum mismatch") }
-            return try withBytes(body) { (raw) throws(DecodeError) -> ReplicaState in
+            return try withBytes(body) { (raw) throws(DecodeError) -> ReplicaDurableState in
                 var b = ByteReader(raw)
                 let term = Term(try b.int64())
                 let vote = try b.int32()
@@ -97,7 +97,7 @@ struct ReplicaState: Equatable {
                     memberships.append((offset, try decodeMembership(&b)))
                 }
                 guard b.remaining == 0 else { throw DecodeError("trailing bytes") }
-                return ReplicaState(
+                return ReplicaDurableState(
                     hardState: HardState(term: term, vote: vote < 0 ? nil : NodeID(vote), commit: commit),
                     snapshotPoint: point, snapshotMembership: membership, resetPending: resetPending,
                     memberships: memberships, scannedThrough: scannedThrough)
@@ -145,12 +145,12 @@ final class ReplicaStateFile: Sendable {
 
     /// The stored state, or nil when there is none. A file that fails validation is `.corrupt`:
     /// starting over would forget a vote.
-    func load() throws(StorageError) -> ReplicaState? {
+    func load() throws(StorageError) -> ReplicaDurableState? {
         guard fileSystem.fileExists(path) else { return nil }
         let file = try fileSystem.openFile(path, create: false)
         let bytes = try file.read(at: 0, count: Int(try file.size()))
         do throws(DecodeError) {
-            return try ReplicaState.decode(bytes)
+            return try ReplicaDurableState.decode(bytes)
         } catch {
             throw .corrupt("\(path): \(error.message)")
         }

@@ -62,7 +62,7 @@ final class ReplicaStorage: RaftStorage {
     /// Queries answered from the log rather than the in-memory tail (a cache-miss counter).
     private(set) var logReads = 0
 
-    private var state: ReplicaState
+    private var state: ReplicaDurableState
     private var cache = ReplicaBatchCache()
     /// `state` differs from the last version handed to the state file.
     private var stateChanged = false
@@ -78,10 +78,10 @@ final class ReplicaStorage: RaftStorage {
 
     static let logDirectoryName = "log"
     /// Bounds the decoded membership index (a membership change per batch would be absurd).
-    static let membershipsMax = ReplicaState.membershipsMax
+    static let membershipsMax = ReplicaDurableState.membershipsMax
 
     private init(
-        directory: String, fileSystem: any FileSystem, log: PartitionLog, stateFile: ReplicaStateFile, state: ReplicaState,
+        directory: String, fileSystem: any FileSystem, log: PartitionLog, stateFile: ReplicaStateFile, state: ReplicaDurableState,
         nowMilliseconds: Int64
     ) {
         self.directory = directory
@@ -103,7 +103,7 @@ final class ReplicaStorage: RaftStorage {
         let stateFile = ReplicaStateFile(directory: directory, fileSystem: fileSystem)
         let logDirectory = fileSystem.join(directory, logDirectoryName)
         try fileSystem.removeFile(stateFile.temporaryPath)
-        var state: ReplicaState
+        var state: ReplicaDurableState
         var rewrite = false
         if let stored = try stateFile.load() {
             state = stored
@@ -111,7 +111,7 @@ final class ReplicaStorage: RaftStorage {
             // A new replica. The state file is made durable before the log is created, so a log
             // without a state file is a creation that crashed: nothing in it was ever acknowledged.
             try fileSystem.removeDirectory(logDirectory)
-            state = ReplicaState(
+            state = ReplicaDurableState(
                 hardState: HardState(), snapshotPoint: .beforeStart, snapshotMembership: initialMembership, resetPending: false,
                 memberships: [], scannedThrough: LogPosition.beforeStart.offset)
             try stateFile.write(state.encode(), sequence: 1)
