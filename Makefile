@@ -3,6 +3,8 @@
 #   make test   installs what is missing, builds, runs the whole test suite (Swift tests, then process tests)
 SHELL := /bin/bash
 APT_PACKAGES := libmicrohttpd-dev nettle-dev libcurl4-openssl-dev pkg-config curl
+# Only the tests need these: network namespaces and iptables cuts (Tests/process/test_cluster_netns.py).
+TEST_APT_PACKAGES := iproute2 iptables
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTHON ?= python3
 ARGS ?=
@@ -10,7 +12,7 @@ ARGS ?=
 .PHONY: deps build run test test-swift test-process bench sim clean
 
 deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y $$missing; \
@@ -24,7 +26,8 @@ build: deps
 run: build
 	.build/release/petrel serve $(ARGS)
 
-test: deps
+test:
+	$(MAKE) deps EXTRA_APT_PACKAGES="$(TEST_APT_PACKAGES)"
 	swift build --build-tests
 	$(MAKE) test-swift test-process
 
