@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # A 3-node Petrel cluster on this machine, for trying the cluster out and for tests. See Deploy/README.md.
 #
-# Usage: Deploy/cluster-local.sh start|stop|status|kill N|start N
+# Usage: Deploy/cluster-local.sh start|stop|status|kill N|start N|join N
 #   start      start every node that is not running, then wait until each answers /readyz
 #   start N    start node N only (e.g. after `kill N`) and wait for its /readyz
+#   join N     start node N (4..9), outside the initial members: it joins the running cluster
 #   stop       SIGTERM every node (orderly shutdown), SIGKILL whatever is left after 30 s
 #   kill N     SIGKILL node N (a crash; its data stays)
 #   status     each node's pid and /readyz, then /v1/cluster from the first node that answers
 #
-# Node N (1..3) listens on 127.0.0.1:$((BASE + N - 1)) (public API) and $((INTERNAL_BASE + N - 1))
+# Node N (1..9) listens on 127.0.0.1:$((BASE + N - 1)) (public API) and $((INTERNAL_BASE + N - 1))
 # (peers), keeps its data in ./data-cluster/N, its log in ./data-cluster/logs/N.log and its pid in
 # ./data-cluster/run/N.pid (relative to the directory you run the script from).
 #
@@ -50,8 +51,11 @@ find_bin() {
     fi
 }
 
+# Nodes 1..NODES are the initial members; `join N` adds nodes NODES+1..MAX_NODES to the running cluster.
+MAX_NODES=9
+
 check_node() {
-    [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= NODES )) || die "no node '$1' (nodes are 1..$NODES)"
+    [[ "$1" =~ ^[0-9]+$ ]] && (( $1 >= 1 && $1 <= MAX_NODES )) || die "no node '$1' (nodes are 1..$MAX_NODES)"
 }
 
 port() { echo $((base + $1 - 1)); }
@@ -146,9 +150,21 @@ cmd_start() {
     [[ $# -gt 0 ]] || echo "cluster up: try  curl -s http://$host:$(port 1)/v1/cluster"
 }
 
+cmd_join() {
+    local bin sec
+    check_node "${1:-}"
+    (( $1 > NODES )) || die "node $1 is an initial member: use start $1"
+    bin="$(find_bin)"
+    mkdir -p "$dir"
+    sec="$(secret)"
+    # A node outside --members joins: it registers with the controller and follows the metadata.
+    start_node "$1" "$bin" "$sec"
+    wait_ready "$1"
+}
+
 cmd_stop() {
     local n pid pids=() deadline
-    for ((n = 1; n <= NODES; n++)); do
+    for ((n = 1; n <= MAX_NODES; n++)); do
         if pid="$(running_pid "$n")"; then
             kill -TERM "$pid"
             pids+=("$n:$pid")
@@ -179,7 +195,8 @@ cmd_kill() {
 
 cmd_status() {
     local n pid
-    for ((n = 1; n <= NODES; n++)); do
+    for ((n = 1; n <= MAX_NODES; n++)); do
+        (( n <= NODES )) || [[ -f "$(pid_file "$n")" ]] || continue
         if pid="$(running_pid "$n")"; then
             if ready "$n"; then echo "node $n: pid $pid, ready, http://$host:$(port "$n")"
             else echo "node $n: pid $pid, not ready, http://$host:$(port "$n")"; fi
@@ -197,6 +214,7 @@ case "${1:-}" in
     start) shift; cmd_start "$@" ;;
     stop) cmd_stop ;;
     kill) shift; cmd_kill "$@" ;;
+    join) shift; cmd_join "$@" ;;
     status) cmd_status ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -126,8 +126,10 @@ def test_cluster_local_script(petrel_bin, workdir):
 def test_usage_and_bad_node(workdir):
     r = script(workdir, dict(os.environ), timeout=30)
     assert r.returncode == 2 and "Usage:" in r.stdout, r.stdout
-    r = script(workdir, dict(os.environ), "kill", "7", timeout=30)
-    assert r.returncode == 1 and "no node '7'" in r.stdout, r.stdout
+    r = script(workdir, dict(os.environ), "kill", "12", timeout=30)
+    assert r.returncode == 1 and "no node '12'" in r.stdout, r.stdout
+    r = script(workdir, dict(os.environ), "join", "2", timeout=30)
+    assert r.returncode == 1 and "initial member" in r.stdout, r.stdout
 
 
 def _zombie(pid: int) -> bool:

@@ -26,7 +26,8 @@ def readme_curl_commands(text: str) -> list[str]:
     """curl lines of ```sh blocks: continuation lines (ending in `\\`) joined; lines that start with
     `curl ` or pipe into curl (`printf ... | curl ...`)."""
     commands = []
-    for block in re.findall(r"^```sh[^\n]*\n(.*?)^```", text, flags=re.S | re.M):
+    # ```sh cluster blocks are the 3-node session: test_readme_cluster.py runs those.
+    for block in re.findall(r"^```sh(?! cluster)[^\n]*\n(.*?)^```", text, flags=re.S | re.M):
         joined: list[str] = []
         pending = ""
         for line in block.splitlines():
