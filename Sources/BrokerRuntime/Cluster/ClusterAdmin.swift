@@ -111,7 +111,7 @@ extension ClusterNode {
                         local = true
                         d.leader = nodeID
                         d.offsets = s.offsets
-                        d.inSyncReplicas = s.inSyncReplicas()
+                        d.inSyncReplicas = s.inSyncReplicas(now: clock())
                         d.replicaStates = s.replicaStates()
                     }
                 }

@@ -387,7 +387,7 @@ extension ClusterNode {
             if let report = r.state.withLock({ s -> LeaderReport? in
                 guard s.role == .leader, s.closedReason == nil else { return nil }
                 return LeaderReport(group: r.group, term: s.term, leader: nodeID, offsets: s.offsets,
-                                    inSyncReplicas: s.inSyncReplicas(), replicaStates: s.replicaStates())
+                                    inSyncReplicas: s.inSyncReplicas(now: clock()), replicaStates: s.replicaStates())
             }) { reports.append(report) }
         }
         let frame = ClusterWire.frame(.report, LeaderReport.encode(reports))

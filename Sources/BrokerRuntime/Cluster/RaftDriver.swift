@@ -177,12 +177,15 @@ final class RaftDriver: Sendable {
                 }
                 if let sync = w.sync { s.storage.completeSync(sync) }
                 s.node.advance(w.ready)
+                var becameLeader = false
                 if let soft = w.ready.softState {
+                    becameLeader = soft.role == .leader && s.role != .leader
                     s.role = soft.role
                     s.leader = soft.leader
                     s.term = soft.term
                     changes.append((replica, soft))
                 }
+                s.noteCaughtUp(now: now, becameLeader: becameLeader)
                 let newHighWatermark = max(s.node.commit + 1, s.log.logStartOffset)
                 // Acknowledge what the acks level allows, fail what can no longer be known.
                 let isLeader = s.role == .leader
@@ -244,7 +247,7 @@ final class RaftDriver: Sendable {
             return
         }
         if p.acks == .all {
-            let inSync = s.inSyncReplicas().count
+            let inSync = s.inSyncReplicas(now: now).count
             if inSync < s.minInSyncReplicas {
                 failures.append((p.completion, .notEnoughReplicas("\(inSync) replicas are in sync, fewer than min.insync.replicas=\(s.minInSyncReplicas); acks=all writes are refused (nothing was written)")))
                 return

@@ -69,6 +69,10 @@ struct ReplicaState: ~Copyable {
     var role: RaftRole = .follower
     var leader: NodeID?
     var term: Term = .zero
+    /// Leader only: when each follower last had everything committed (wall clock, ms). Kafka's
+    /// ISR rule in Raft terms: a follower is in sync while it caught up within `lagMaxMilliseconds`.
+    var caughtUpAt: [NodeID: Int64] = [:]
+    static let lagMaxMilliseconds: Int64 = 5_000
 
     init(node: sending RaftNode<ReplicaStorage>, config: TopicConfig, minInSyncReplicas: Int) {
         self.node = node
@@ -84,15 +88,29 @@ struct ReplicaState: ~Copyable {
         PartitionOffsets(logStartOffset: log.logStartOffset, highWatermark: highWatermark, logEndOffset: log.logEndOffset)
     }
 
-    /// Replicas the leader counts as in sync: itself, and every voter heard from within the current
-    /// check-quorum window whose durable match has reached the commit offset (Kafka's ISR, in Raft terms).
-    func inSyncReplicas() -> [NodeID] {
+    /// Replicas the leader counts as in sync: itself, and every voter whose durable match reached the
+    /// commit offset within the last `lagMaxMilliseconds` (Kafka's replica.lag.time.max.ms rule: a
+    /// follower a few in-flight appends behind under load stays in; a dead or stuck one drops out).
+    func inSyncReplicas(now: Int64) -> [NodeID] {
         guard role == .leader else { return [] }
         var result: [NodeID] = [node.id]
-        for (id, p) in node.progress where id != node.id && node.membership.voters.contains(id) {
-            if p.recentActive && p.match >= node.commit { result.append(id) }
+        for id in node.membership.voters where id != node.id {
+            if let at = caughtUpAt[id], now - at <= Self.lagMaxMilliseconds { result.append(id) }
         }
         return result.sorted()
+    }
+
+    /// Leader only, after each round: followers whose match reached the commit are caught up now. A
+    /// new leader starts by trusting every voter (it cannot know their match before they answer).
+    mutating func noteCaughtUp(now: Int64, becameLeader: Bool) {
+        guard role == .leader else {
+            caughtUpAt.removeAll()
+            return
+        }
+        if becameLeader { for id in node.membership.voters { caughtUpAt[id] = now } }
+        // recentActive: heard from in this check-quorum window, so an idle partition (commit not
+        // moving) does not keep a dead follower in sync.
+        for (id, p) in node.progress where p.match >= node.commit && p.recentActive { caughtUpAt[id] = now }
     }
 
     /// Each replica's log end as the leader knows it (its match + 1); the leader's own is its log end.
