@@ -10,7 +10,7 @@ import Synchronization
 /// (never forwarded twice); the sender then retries at the leader named in the refusal, a bounded
 /// number of times — so the client cannot tell which broker it reached.
 extension ClusterNode {
-    static let forwardAttemptsMax = 6
+    static let forwardAttemptsMax = 8
 
     // MARK: - produce
 
@@ -133,7 +133,8 @@ extension ClusterNode {
             }
             _ = message
             let next: NodeID? = (leader != nil && leader != target) ? leader : nil
-            let delay = next == nil ? 150 * (attempt + 1) : 0
+            // Without a named leader an election or a transfer is under way: 25, 50, 100 ... ms.
+            let delay = next == nil ? 25 << attempt : 0
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(delay)) {
                 self.retrying(group, attempt: attempt + 1, hint: next, idempotent: idempotent, operation, completion: completion)
             }

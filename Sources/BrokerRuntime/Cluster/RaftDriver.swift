@@ -92,6 +92,10 @@ final class RaftDriver: Sendable {
         var ready: Ready
         var sync: PendingSync?
         var syncFailure: BrokerError?
+        /// A leader's appends and heartbeats of a Ready that changes no term or vote: they may leave
+        /// before the leader's own fsync (Raft dissertation §10.2.1 — the leader counts itself only
+        /// once durable, followers acknowledge only what they made durable). Saves one fsync of latency.
+        var sendEarly = false
     }
 
     private func round(_ batch: [Replica], host: any RaftDriverHost) {
@@ -133,7 +137,9 @@ final class RaftDriver: Sendable {
                 let ready = s.node.ready()
                 do {
                     try s.storage.write(ready, nowMilliseconds: now)
-                    works.append(Work(replica: replica, ready: ready, sync: s.storage.beginSync()))
+                    let early = s.node.role == .leader && ready.softState == nil && ready.snapshot == nil
+                        && (ready.hardState.map { $0.term == s.term && $0.vote == s.node.vote } ?? true)
+                    works.append(Work(replica: replica, ready: ready, sync: s.storage.beginSync(), sendEarly: early))
                 } catch {
                     works.append(Work(replica: replica, ready: ready, sync: nil, syncFailure: .storage("writing \(replica.group) failed: \(error)")))
                 }
@@ -144,6 +150,13 @@ final class RaftDriver: Sendable {
         failures.removeAll()
         answers.removeAll()
 
+        // 2a. a leader's replication traffic goes out while its own disk works
+        var early: [NodeID: [GroupEnvelope]] = [:]
+        for w in works where w.syncFailure == nil && w.sendEarly {
+            for m in w.ready.messages { early[m.to, default: []].append(GroupEnvelope(group: w.replica.group, envelope: m)) }
+        }
+        for (to, envelopes) in early { host.send(envelopes, to: to) }
+
         // 2. fsync, no lock held
         for i in works.indices where works[i].syncFailure == nil {
             do { try works[i].sync?.perform() } catch {
@@ -153,7 +166,7 @@ final class RaftDriver: Sendable {
 
         // 3. send — only what is durable (a failed write or fsync sends nothing)
         var outgoing: [NodeID: [GroupEnvelope]] = [:]
-        for w in works where w.syncFailure == nil {
+        for w in works where w.syncFailure == nil && !w.sendEarly {
             for m in w.ready.messages { outgoing[m.to, default: []].append(GroupEnvelope(group: w.replica.group, envelope: m)) }
         }
         for (to, envelopes) in outgoing { host.send(envelopes, to: to) }
@@ -260,7 +273,7 @@ final class RaftDriver: Sendable {
             let e: BrokerError = switch error {
             case .notLeader(let leader): .notLeader("this broker does not lead the partition", leader: leader)
             case .uncommittedBytesLimit: .overloaded("too many uncommitted bytes on the leader; retry later (nothing was written)")
-            case .leadershipTransferInProgress: .notLeader("leadership is being transferred (nothing was written); retry", leader: nil)
+            case .leadershipTransferInProgress: .notLeader("leadership is being transferred (nothing was written); retry", leader: s.node.transferee)
             default: .unavailable("the proposal was refused: \(error)")
             }
             failures.append((p.completion, e))
