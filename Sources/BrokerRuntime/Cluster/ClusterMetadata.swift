@@ -111,6 +111,9 @@ extension ClusterNode {
             }
             for a in waiters.0 { a.completion(.failure(.unknownTopic(group.topic.rawValue))) }
             for r in waiters.1 { r.claim()?(.failure(.unknownTopic(group.topic.rawValue))) }
+            // The replica removed its partition directory; the topic's directory goes with its last partition.
+            let topicDirectory = "\(configuration.dataDirectory)/topics/\(group.topic.rawValue).\(replica.topicID)"
+            if (try? fileSystem.listDirectory(topicDirectory))?.isEmpty == true { try? fileSystem.removeDirectory(topicDirectory) }
             logger.info("replica \(group) removed")
         }
         for (group, (topic, assignment)) in wanted where existing[group].map({ $0.topicID != topic.id.rawValue }) ?? true {
