@@ -1,0 +1,406 @@
+import BrokerModel
+import Dispatch
+import Foundation
+import Synchronization
+import Testing
+@testable import BrokerRuntime
+
+/// A test failed to reach a condition or an answer in time (the message says which).
+struct ClusterTestTimeout: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Three `Broker`s in this process joined by an `InMemoryPeerNetwork`, each on its own data
+/// directory under one temporary root (removed at the end). Ticks are short so elections take
+/// a fraction of a second; no assertion depends on timing — conditions are polled with generous
+/// deadlines.
+final class TestCluster {
+    let network = InMemoryPeerNetwork()
+    let root = NSTemporaryDirectory() + "petrel-cluster-\(UUID().uuidString)"
+    let ids = [NodeID(1), NodeID(2), NodeID(3)]
+    private(set) var brokers: [NodeID: Broker] = [:]
+
+    init() throws {
+        for id in ids { try start(id) }
+    }
+
+    func configuration(_ id: NodeID) -> BrokerConfiguration {
+        var c = BrokerConfiguration()
+        c.nodeID = id
+        c.dataDirectory = "\(root)/node\(id)"
+        c.advertisedPort = 18_000 + Int(id.rawValue)
+        var members: [NodeID: String] = [:]
+        for m in ids { members[m] = "node\(m):1" }
+        var cluster = ClusterConfiguration(members: members, internalAddress: "node\(id):1", rack: "rack-\(id)")
+        cluster.tickMilliseconds = 20
+        cluster.electionTicks = 10
+        cluster.produceTimeoutMilliseconds = 2_000
+        cluster.forwardTimeoutMilliseconds = 3_000
+        c.cluster = cluster
+        return c
+    }
+
+    /// Starts (or restarts, on the same data directory) broker `id` with a new transport.
+    func start(_ id: NodeID) throws {
+        let b = Broker(configuration: configuration(id), transport: network.transport(for: id))
+        try b.start()
+        brokers[id] = b
+    }
+
+    func stop(_ id: NodeID) {
+        brokers[id]?.shutdown()
+        brokers[id] = nil
+    }
+
+    subscript(_ id: NodeID) -> Broker { brokers[id]! }
+    var running: [Broker] { ids.compactMap { brokers[$0] } }
+
+    deinit {
+        network.healAll()
+        for b in brokers.values { b.shutdown() }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    // MARK: - waiting
+
+    /// Polls `condition` every 50 ms until it holds or `seconds` pass (then throws, naming `what`).
+    func eventually(_ what: String, seconds: Double = 20, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            if (try? condition()) == true { return }
+            if Date() > deadline { throw ClusterTestTimeout(description: "timed out waiting for: \(what)") }
+            usleep(50_000)
+        }
+    }
+
+    /// Waits for a completion-style call. Every completion must run exactly once; the bound only
+    /// keeps a broken runtime from hanging the suite.
+    func answer<T: Sendable>(_ what: String, _ call: (@escaping @Sendable (Result<T, BrokerError>) -> Void) -> Void) throws -> Result<T, BrokerError> {
+        let box = Mutex<Result<T, BrokerError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        call { result in
+            box.withLock { $0 = result }
+            done.signal()
+        }
+        guard done.wait(timeout: .now() + 60) == .success else { throw ClusterTestTimeout(description: "no answer to \(what)") }
+        return box.withLock { $0! }
+    }
+
+    func waitUntilReady() throws {
+        try eventually("every broker ready, one controller everyone agrees on, three brokers alive") {
+            let descriptions = running.map { $0.describeCluster() }
+            return running.allSatisfy(\.isReady)
+                && Set(descriptions.map(\.controller)).count == 1
+                && descriptions[0].controller.rawValue >= 1
+                && descriptions.allSatisfy { $0.brokers.filter(\.isAlive).count == 3 }
+        }
+    }
+
+    var controller: NodeID { running[0].describeCluster().controller }
+
+    // MARK: - topics, produce, read
+
+    func createTopic(_ name: String, partitions: Int32, through id: NodeID, configs: [(String, String)] = []) throws -> TopicDescription {
+        try answer("create \(name)") { self[id].createTopic(name: TopicName(name)!, partitions: partitions, replicationFactor: 3, configs: configs, completion: $0) }.get()
+    }
+
+    /// The partition's leader once `through` knows one.
+    func leader(_ topic: String, _ partition: Int32, through id: NodeID? = nil, excluding: NodeID? = nil) throws -> NodeID {
+        let asked = id.map { [self[$0]] } ?? running
+        var found = NodeID(-1)
+        try eventually("a leader of \(topic)-\(partition)") {
+            for b in asked {
+                let l = try b.describeTopic(TopicName(topic)!).partitions[Int(partition)].leader
+                guard l.rawValue >= 0, l != excluding else { return false }
+                found = l
+            }
+            return true
+        }
+        return found
+    }
+
+    func produce(_ topic: String, partition: Int32, values: [String], acks: Acks = .all, through id: NodeID) throws -> Result<[RecordPlacement], BrokerError> {
+        let records = values.map { ProduceRecord(partition: PartitionID(partition), value: Array($0.utf8)) }
+        return try answer("produce to \(topic) through \(id)") { self[id].produce(topic: TopicName(topic)!, records: records, acks: acks, completion: $0) }
+    }
+
+    /// Produces one record at a time until it is acknowledged (each attempt has its own value,
+    /// so an attempt with an unknown outcome cannot be mistaken for a later one). Returns the
+    /// acknowledged (offset, value) and the values of attempts that failed.
+    func produceEventually(_ topic: String, partition: Int32, value: String, through id: NodeID,
+                           failed: inout [(String, BrokerError)]) throws -> (Offset, String) {
+        let deadline = Date().addingTimeInterval(25)
+        var attempt = 0
+        while Date() < deadline {
+            let v = "\(value)#\(attempt)"
+            attempt += 1
+            switch try produce(topic, partition: partition, values: [v], through: id) {
+            case .success(let p): return (p[0].offset!, v)
+            case .failure(let e):
+                failed.append((v, e))
+                usleep(100_000)
+            }
+        }
+        throw ClusterTestTimeout(description: "no produce to \(topic)-\(partition) through \(id) succeeded; last errors: \(failed.suffix(3))")
+    }
+
+    /// Every committed record of one partition as `id` serves it (through the leader, or from its
+    /// own replica with `local`), with the high watermark of the answer.
+    func records(_ topic: String, _ partition: Int32, through id: NodeID, local: Bool = false) throws -> (records: [(Int64, String)], highWatermark: Int64) {
+        var out: [(Int64, String)] = []
+        var next = OffsetSpec.earliest
+        var highWatermark: Int64 = 0
+        while true {
+            let request = ReadRequest(topic: TopicName(topic)!, partition: PartitionID(partition), offset: next, maxRecords: 1_000, maxBytes: 1 << 20, waitMilliseconds: 0)
+            let r = try answer("read \(topic)-\(partition) through \(id)") { self[id].read(request, local: local, completion: $0) }.get()
+            highWatermark = r.highWatermark.rawValue
+            let batch = try r.records().map { ($0.offset.rawValue, String(decoding: $0.record.value ?? [], as: UTF8.self)) }
+            out += batch
+            if r.nextOffset >= r.highWatermark || batch.isEmpty && r.nextOffset == r.fromOffset { break }
+            next = .exact(r.nextOffset)
+        }
+        return (out, highWatermark)
+    }
+
+    func topicDirectories(_ name: String, on id: NodeID) -> [String] {
+        let dir = configuration(id).dataDirectory + "/topics"
+        return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix(name + ".") }
+    }
+}
+
+func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
+    a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+}
+
+/// Produce and read through every broker of three, failover, restart and deletion, with the
+/// brokers in one process on an in-memory network. Serialized: three clusters at once on two cores
+/// would only make elections flap.
+@Suite(.serialized) struct ClusterRuntimeTests {
+    @Test func threeBrokersFormAClusterReplicateAndDeleteATopic() throws {
+        let c = try TestCluster()
+        try c.waitUntilReady()
+        let described = c.running.map { $0.describeCluster() }
+        #expect(Set(described.map(\.clusterID)).count == 1)
+        for d in described {
+            #expect(d.brokers.map(\.id) == c.ids)
+            #expect(d.brokers.map(\.port) == [18_001, 18_002, 18_003])
+            #expect(d.brokers.map(\.rack) == ["rack-1", "rack-2", "rack-3"])
+        }
+
+        // Created through a broker that is not the controller: the command is forwarded.
+        let controller = c.controller
+        let creator = c.ids.first { $0 != controller }!
+        let created = try c.createTopic("events", partitions: 3, through: creator)
+        #expect(created.partitions.count == 3)
+        #expect(created.replicationFactor == 3)
+        for id in c.ids {
+            try c.eventually("broker \(id) describes a leader for every partition of events") {
+                let d = try c[id].describeTopic(TopicName("events")!)
+                return d.partitions.count == 3 && d.partitions.allSatisfy { $0.leader.rawValue >= 0 }
+            }
+            let d = try c[id].describeTopic(TopicName("events")!)
+            for p in d.partitions {
+                #expect(Set(p.replicas) == Set(c.ids), "partition \(p.partition) on broker \(id): replicas \(p.replicas)")
+                #expect(p.replicas.contains(p.leader))
+            }
+            #expect(c[id].listTopics() == [TopicName("events")!])
+        }
+        // Every broker holds a directory for each partition (the deletion check below needs them).
+        for id in c.ids {
+            try c.eventually("broker \(id) opened its three replicas") {
+                let dirs = c.topicDirectories("events", on: id)
+                guard dirs.count == 1 else { return false }
+                let parts = try FileManager.default.contentsOfDirectory(atPath: c.configuration(id).dataDirectory + "/topics/" + dirs[0])
+                return Set(parts) == ["0", "1", "2"]
+            }
+        }
+
+        // acks=all through each broker, to each partition.
+        var acknowledged: [Int32: [Int64: String]] = [:]
+        for id in c.ids {
+            for p: Int32 in 0..<3 {
+                let values = (0..<4).map { "b\(id)-p\(p)-\($0)" }
+                let placements = try c.produce("events", partition: p, values: values, through: id).get()
+                #expect(placements.map(\.partition) == Array(repeating: PartitionID(p), count: 4))
+                let offsets = placements.map { $0.offset!.rawValue }
+                #expect(offsets == Array(offsets[0]..<offsets[0] + 4), "one request's records are consecutive")
+                for (o, v) in zip(offsets, values) {
+                    #expect(acknowledged[p, default: [:]][o] == nil, "offset \(o) of partition \(p) acknowledged twice")
+                    acknowledged[p, default: [:]][o] = v
+                }
+            }
+        }
+        // Read back through each broker: exactly the acknowledged records at their offsets. (Offsets
+        // are not contiguous from 0: each leader's term-start control batch takes one.)
+        for p: Int32 in 0..<3 {
+            let expected = acknowledged[p]!.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+            #expect(expected.count == 12)
+            for id in c.ids {
+                let (records, hw) = try c.records("events", p, through: id)
+                #expect(same(records, expected), "partition \(p) read through \(id): \(records)")
+                #expect(hw == expected.last!.0 + 1)
+            }
+        }
+
+        // Delete through a broker other than the controller: gone everywhere, directories too.
+        let deleter = c.ids.first { $0 != c.controller }!
+        try c.answer("delete events") { c[deleter].deleteTopic(TopicName("events")!, completion: $0) }.get()
+        for id in c.ids {
+            try c.eventually("events gone from broker \(id)") {
+                guard case .failure(.unknownTopic) = Result(catching: { () throws(BrokerError) in try c[id].describeTopic(TopicName("events")!) }) else { return false }
+                return c[id].listTopics().isEmpty
+            }
+            do {
+                try c.eventually("the directories of events removed on broker \(id)") { c.topicDirectories("events", on: id).isEmpty }
+            } catch {
+                let left = c.topicDirectories("events", on: id).map { d in
+                    "\(d): \((try? FileManager.default.contentsOfDirectory(atPath: c.configuration(id).dataDirectory + "/topics/" + d)) ?? [])"
+                }
+                Issue.record("\(error); left: \(left)")
+            }
+            #expect(c[id].describeCluster().topicCount == 0)
+            let r = try c.answer("produce to a deleted topic") { c[id].produce(topic: TopicName("events")!, records: [ProduceRecord(value: [1])], acks: .all, completion: $0) }
+            guard case .failure(.unknownTopic) = r else {
+                Issue.record("produce to a deleted topic through \(id): \(r)")
+                continue
+            }
+        }
+    }
+
+    @Test func isolatedLeaderLosesNothingAcknowledgedAndReplicasConverge() throws {
+        let c = try TestCluster()
+        try c.waitUntilReady()
+        _ = try c.createTopic("failover", partitions: 1, through: c.ids[0])
+        var acknowledged: [Int64: String] = [:]
+        var failed: [(String, BrokerError)] = []
+        for i in 0..<10 {
+            let (o, v) = try c.produceEventually("failover", partition: 0, value: "before-\(i)", through: c.ids[i % 3], failed: &failed)
+            acknowledged[o.rawValue] = v
+        }
+        let oldLeader = try c.leader("failover", 0)
+        let others = c.ids.filter { $0 != oldLeader }
+
+        c.network.isolate(oldLeader)
+        // The majority elects a new leader; a produce through it eventually succeeds.
+        let (o, v) = try c.produceEventually("failover", partition: 0, value: "during", through: others[0], failed: &failed)
+        acknowledged[o.rawValue] = v
+        let newLeader = try c.leader("failover", 0, through: others[1], excluding: oldLeader)
+        #expect(newLeader != oldLeader)
+
+        // The isolated broker cannot get an acks=all write acknowledged, whatever it believes.
+        var isolatedAttempts: [(String, BrokerError)] = []
+        for i in 0..<2 {
+            let value = "isolated-\(i)"
+            switch try c.produce("failover", partition: 0, values: [value], through: oldLeader) {
+            case .success(let p): Issue.record("acks=all through the isolated old leader succeeded at \(p)")
+            case .failure(let e):
+                #expect(e.httpStatus == 503, "\(e)")
+                isolatedAttempts.append((value, e))
+            }
+        }
+        for i in 0..<5 {
+            let (o, v) = try c.produceEventually("failover", partition: 0, value: "during-\(i)", through: others[i % 2], failed: &failed)
+            acknowledged[o.rawValue] = v
+        }
+
+        c.network.heal(oldLeader)
+        // One more acknowledged write after the heal, then every replica must reach it.
+        let (last, lastValue) = try c.produceEventually("failover", partition: 0, value: "after", through: oldLeader, failed: &failed)
+        acknowledged[last.rawValue] = lastValue
+        try c.eventually("every replica's high watermark passes the last acknowledged offset \(last)") {
+            try c.ids.allSatisfy { try c.records("failover", 0, through: $0, local: true).highWatermark > last.rawValue }
+        }
+        let replicas = try c.ids.map { try c.records("failover", 0, through: $0, local: true) }
+        let lowest = replicas.map(\.highWatermark).min()!
+        let prefixes = replicas.map { $0.records.filter { $0.0 < lowest } }
+        for (id, prefix) in zip(c.ids, prefixes) {
+            #expect(same(prefix, prefixes[0]), "replica on \(id) differs below \(lowest)")
+            #expect(zip(prefix, prefix.dropFirst()).allSatisfy { $0.0 < $1.0 }, "replica on \(id) repeats or reorders offsets below \(lowest)")
+        }
+        let read = try c.records("failover", 0, through: c.ids[0])
+        let byOffset = Dictionary(read.records, uniquingKeysWith: { a, _ in a })
+        for (offset, value) in acknowledged {
+            #expect(byOffset[offset] == value, "acknowledged \(value) at \(offset) is \(byOffset[offset] ?? "missing")")
+        }
+        #expect(Set(read.records.map(\.1)).count == read.records.count, "a record appears twice")
+        // Refusals that promise nothing was written must not show up.
+        for (value, error) in failed + isolatedAttempts {
+            switch error {
+            case .notLeader, .notEnoughReplicas:
+                #expect(!read.records.contains { $0.1 == value }, "\(value) was refused (\(error)) yet is readable")
+            default: continue
+            }
+        }
+    }
+
+    @Test func restartedBrokerCatchesUp() throws {
+        let c = try TestCluster()
+        try c.waitUntilReady()
+        _ = try c.createTopic("restart", partitions: 1, through: c.ids[1])
+        var failed: [(String, BrokerError)] = []
+        var acknowledged: [Int64: String] = [:]
+        for i in 0..<5 {
+            let (o, v) = try c.produceEventually("restart", partition: 0, value: "a\(i)", through: c.ids[0], failed: &failed)
+            acknowledged[o.rawValue] = v
+        }
+        let leader = try c.leader("restart", 0)
+        let controller = c.controller
+        // A follower of the partition, not the controller if possible: the test is about catching up.
+        let victim = c.ids.first { $0 != leader && $0 != controller } ?? c.ids.first { $0 != leader }!
+        let survivor = c.ids.first { $0 != victim }!
+        try c.eventually("the victim's replica holds the first writes") {
+            try c.records("restart", 0, through: victim, local: true).highWatermark >= 5
+        }
+        c.stop(victim)
+        for i in 0..<10 {
+            let (o, v) = try c.produceEventually("restart", partition: 0, value: "b\(i)", through: survivor, failed: &failed)
+            acknowledged[o.rawValue] = v
+        }
+        try c.start(victim)
+        let end = acknowledged.keys.max()! + 1
+        try c.eventually("restarted broker \(victim) ready") { c[victim].isReady }
+        try c.eventually("restarted broker \(victim) catches up to \(end)") {
+            try c.records("restart", 0, through: victim, local: true).highWatermark >= end
+        }
+        let local = try c.records("restart", 0, through: victim, local: true).records.filter { $0.0 < end }
+        let viaLeader = try c.records("restart", 0, through: survivor).records.filter { $0.0 < end }
+        #expect(same(local, viaLeader))
+        for (offset, value) in acknowledged {
+            #expect(local.first { $0.0 == offset }?.1 == value, "restarted replica lacks \(value) at \(offset)")
+        }
+        // And it serves again: a produce through it is acknowledged.
+        _ = try c.produceEventually("restart", partition: 0, value: "c", through: victim, failed: &failed)
+    }
+
+    @Test func minInSyncReplicasRefusesAcksAllWhenABrokerIsCutOff() throws {
+        let c = try TestCluster()
+        try c.waitUntilReady()
+        _ = try c.createTopic("strict", partitions: 1, through: c.ids[2], configs: [("min.insync.replicas", "3")])
+        var failed: [(String, BrokerError)] = []
+        _ = try c.produceEventually("strict", partition: 0, value: "all-in", through: c.ids[0], failed: &failed)
+        let leader = try c.leader("strict", 0)
+        let follower = c.ids.first { $0 != leader }!
+        c.network.isolate(follower)
+
+        var refusal: BrokerError?
+        try c.eventually("acks=all refused with notEnoughReplicas while \(follower) is cut off") {
+            if case .failure(let e) = try c.produce("strict", partition: 0, values: ["maybe"], through: leader),
+               case .notEnoughReplicas = e {
+                refusal = e
+                return true
+            }
+            return false
+        }
+        #expect(refusal?.httpStatus == 503)
+        #expect(refusal?.errorCode == 50305)
+        // Through another broker the refusal is the same (forwarded answers keep their error).
+        let other = c.ids.first { $0 != leader && $0 != follower }!
+        let forwarded = try c.produce("strict", partition: 0, values: ["maybe-forwarded"], through: other)
+        if case .failure(let e) = forwarded { #expect(e.errorCode == 50305, "\(e)") } else { Issue.record("acks=all with 2 of 3 in sync succeeded: \(forwarded)") }
+        // acks=1 does not wait for replicas, so min.insync.replicas does not apply.
+        #expect((try? c.produce("strict", partition: 0, values: ["leader-only"], acks: .leader, through: leader).get()) != nil)
+
+        c.network.heal(follower)
+        _ = try c.produceEventually("strict", partition: 0, value: "healed", through: leader, failed: &failed)
+    }
+}
