@@ -63,27 +63,13 @@ final class TestCluster {
 
     // MARK: - waiting
 
-    /// Polls `condition` every 50 ms until it holds or `seconds` pass (then throws, naming `what`).
+    /// Polls `condition` until it holds or `seconds` pass (then throws, naming `what`).
     func eventually(_ what: String, seconds: Double = 20, _ condition: () throws -> Bool) throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while true {
-            if (try? condition()) == true { return }
-            if Date() > deadline { throw ClusterTestTimeout(description: "timed out waiting for: \(what)") }
-            usleep(50_000)
-        }
+        try TestClusterless().eventually(what, seconds: seconds, condition)
     }
 
-    /// Waits for a completion-style call. Every completion must run exactly once; the bound only
-    /// keeps a broken runtime from hanging the suite.
     func answer<T: Sendable>(_ what: String, _ call: (@escaping @Sendable (Result<T, BrokerError>) -> Void) -> Void) throws -> Result<T, BrokerError> {
-        let box = Mutex<Result<T, BrokerError>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        call { result in
-            box.withLock { $0 = result }
-            done.signal()
-        }
-        guard done.wait(timeout: .now() + 60) == .success else { throw ClusterTestTimeout(description: "no answer to \(what)") }
-        return box.withLock { $0! }
+        try TestClusterless().answer(what, call)
     }
 
     func waitUntilReady() throws {
@@ -310,6 +296,8 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
         try c.eventually("every replica's high watermark passes the last acknowledged offset \(last)") {
             try c.ids.allSatisfy { try c.records("failover", 0, through: $0, local: true).highWatermark > last.rawValue }
         }
+        // The returning broker is unfenced (if it was fenced) and serves again.
+        try c.waitUntilReady()
         let replicas = try c.ids.map { try c.records("failover", 0, through: $0, local: true) }
         let lowest = replicas.map(\.highWatermark).min()!
         let prefixes = replicas.map { $0.records.filter { $0.0 < lowest } }
@@ -402,5 +390,152 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
 
         c.network.heal(follower)
         _ = try c.produceEventually("strict", partition: 0, value: "healed", through: leader, failed: &failed)
+    }
+
+    /// Garbage from a peer (frames and call bodies) is refused or ignored; the broker keeps working.
+    @Test func hostileFramesAndCallsLeaveABrokerWorking() throws {
+        let c = try TestCluster()
+        try c.waitUntilReady()
+        _ = try c.createTopic("hostile", partitions: 1, through: c.ids[0])
+        var failed: [(String, BrokerError)] = []
+        _ = try c.produceEventually("hostile", partition: 0, value: "first", through: c.ids[0], failed: &failed)
+        let target = c.ids[0]
+        let node = try #require(c[target].clusterNode)
+        let peer = c.ids[1]
+        var rng = SplitMix64(seed: 42)
+        func noise(_ n: Int) -> [UInt8] { (0..<n).map { _ in UInt8(truncatingIfNeeded: rng.next()) } }
+        let report = LeaderReport.encode([LeaderReport(group: TopicPartition(TopicName("hostile")!, PartitionID(0)), term: Term(1), leader: peer,
+                                                       offsets: PartitionOffsets(logStartOffset: Offset(0), highWatermark: Offset(1), logEndOffset: Offset(1)),
+                                                       inSyncReplicas: [peer], replicaStates: [])])
+        var frames: [[UInt8]] = [[], [0], [1], [2], [3, 1, 2], [255] + noise(20)]
+        for _ in 0..<200 {
+            frames.append([1] + noise(rng.below(200)))
+            frames.append([2] + noise(rng.below(200)))
+            var mutated = ClusterWire.frame(.report, report)
+            mutated[1 + rng.below(mutated.count - 1)] ^= UInt8(1 + rng.below(255))
+            frames.append(mutated)
+        }
+        node.receive(frames: frames, from: peer)
+        for method in [PeerCall.produce, PeerCall.read, PeerCall.metadata, PeerCall.offsets, PeerCall.transfer] {
+            for n in [0, 1, 7, 64, 300] {
+                let body = noise(n)
+                let r = try c.answer("\(method) with \(n) random bytes") { node.handle(method: method, body: body, from: peer, reply: $0) }
+                if case .failure(let e) = r { #expect(e.httpStatus == 400, "\(method): \(e)") } else { Issue.record("\(method) accepted \(n) random bytes") }
+            }
+        }
+        let unknown = try c.answer("an unknown method") { node.handle(method: "../../admin", body: [], from: peer, reply: $0) }
+        if case .failure(let e) = unknown { #expect(e.httpStatus == 404) } else { Issue.record("unknown method answered \(unknown)") }
+
+        let (offset, value) = try c.produceEventually("hostile", partition: 0, value: "after", through: target, failed: &failed)
+        for id in c.ids {
+            #expect(try c.records("hostile", 0, through: id).records.contains { $0.0 == offset.rawValue && $0.1 == value })
+        }
+        let allReady = c.running.allSatisfy { $0.isReady }
+        #expect(allReady)
+    }
+
+    /// The in-memory network keeps the `PeerTransport` contract the runtime relies on.
+    @Suite struct Network {
+        final class Recorder: PeerHandler {
+            let frames = Mutex<[(NodeID, [UInt8])]>([])
+            func receive(frames: [[UInt8]], from peer: NodeID) {
+                self.frames.withLock { f in for frame in frames { f.append((peer, frame)) } }
+            }
+            func handle(method: String, body: [UInt8], from peer: NodeID, reply: @escaping @Sendable (Result<[UInt8], BrokerError>) -> Void) {
+                switch method {
+                case "echo": reply(.success(body.reversed()))
+                case "fail": reply(.failure(.notEnoughReplicas("no")))
+                default: break  // "never": the answer does not come
+                }
+            }
+            var count: Int { frames.withLock { $0.count } }
+        }
+
+        func call(_ t: InMemoryPeerTransport, _ peer: NodeID, _ method: String, _ body: [UInt8] = [1, 2, 3], timeout: Int = 60_000,
+                  _ extra: (() -> Void)? = nil) throws -> Result<[UInt8], BrokerError> {
+            let c = TestClusterless()
+            return try c.answer(method) { completion in
+                t.call(peer, method: method, body: body, timeoutMilliseconds: timeout, completion: completion)
+                extra?()
+            }
+        }
+
+        @Test func framesArriveInOrderCallsAnswerAndContactIsTracked() throws {
+            let network = InMemoryPeerNetwork()
+            let (a, b) = (network.transport(for: NodeID(1)), network.transport(for: NodeID(2)))
+            let (ra, rb) = (Recorder(), Recorder())
+            try a.start(handler: ra)
+            try b.start(handler: rb)
+            defer { a.stop(); b.stop() }
+            #expect(a.millisecondsSinceContact(NodeID(2)) == nil)
+            for i in 0..<1_000 { a.send([UInt8(i & 0xff), UInt8(i >> 8)], to: NodeID(2)) }
+            try TestClusterless().eventually("1000 frames delivered") { rb.count == 1_000 }
+            #expect(rb.frames.withLock { $0.map { Int($0.1[0]) | Int($0.1[1]) << 8 } } == Array(0..<1_000))
+            #expect(rb.frames.withLock { $0.allSatisfy { $0.0 == NodeID(1) } })
+            #expect(b.millisecondsSinceContact(NodeID(1)) != nil)
+            #expect(try call(a, NodeID(2), "echo").get() == [3, 2, 1])
+            #expect(a.millisecondsSinceContact(NodeID(2)) != nil)
+            guard case .failure(.notEnoughReplicas) = try call(a, NodeID(2), "fail") else { Issue.record("an error answer must arrive as sent"); return }
+        }
+
+        @Test func isolationDropsEverythingUntilHealed() throws {
+            let network = InMemoryPeerNetwork()
+            let (a, b) = (network.transport(for: NodeID(1)), network.transport(for: NodeID(2)))
+            let rb = Recorder()
+            try a.start(handler: Recorder())
+            try b.start(handler: rb)
+            defer { a.stop(); b.stop() }
+            network.isolate(NodeID(2))
+            for _ in 0..<10 { a.send([7], to: NodeID(2)) }
+            let r = try call(a, NodeID(2), "echo", timeout: 100)
+            guard case .failure(.unavailable(let m)) = r, m.contains("timed out") else { Issue.record("a call across a cut must time out: \(r)"); return }
+            network.heal(NodeID(2))
+            #expect(try call(a, NodeID(2), "echo").get() == [3, 2, 1])
+            a.send([8], to: NodeID(2))
+            try TestClusterless().eventually("the frame after the heal arrives") { rb.count >= 1 }
+            #expect(rb.frames.withLock { $0.map(\.1) } == [[8]], "frames sent during the cut are dropped, not delayed")
+        }
+
+        @Test func stoppedOrAbsentPeersRefuseAndStopAnswersPendingCalls() throws {
+            let network = InMemoryPeerNetwork()
+            let a = network.transport(for: NodeID(1))
+            try a.start(handler: Recorder())
+            let refused = try call(a, NodeID(3), "echo")
+            guard case .failure(.unavailable(let m)) = refused, m.contains("Couldn't connect") else { Issue.record("no listener must refuse at once: \(refused)"); return }
+            let b = network.transport(for: NodeID(2))
+            try b.start(handler: Recorder())
+            // A call that is never answered ends with .shuttingDown when the caller stops.
+            let pending = try call(a, NodeID(2), "never") {
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(100)) { a.stop() }
+            }
+            guard case .failure(.shuttingDown) = pending else { Issue.record("stop must answer pending calls with .shuttingDown: \(pending)"); return }
+            guard case .failure(.shuttingDown) = try call(a, NodeID(2), "echo") else { Issue.record("calls after stop must fail with .shuttingDown"); return }
+            b.stop()
+        }
+    }
+}
+
+/// Waiting without timed assertions: conditions are polled with generous deadlines, and a
+/// completion-style call is awaited with a bound that only keeps a broken runtime (a completion
+/// that never runs) from hanging the suite.
+struct TestClusterless {
+    func eventually(_ what: String, seconds: Double = 20, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            if (try? condition()) == true { return }
+            if Date() > deadline { throw ClusterTestTimeout(description: "timed out waiting for: \(what)") }
+            usleep(20_000)
+        }
+    }
+
+    func answer<T: Sendable>(_ what: String, _ call: (@escaping @Sendable (Result<T, BrokerError>) -> Void) -> Void) throws -> Result<T, BrokerError> {
+        let box = Mutex<Result<T, BrokerError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        call { result in
+            box.withLock { $0 = result }
+            done.signal()
+        }
+        guard done.wait(timeout: .now() + 60) == .success else { throw ClusterTestTimeout(description: "no answer to \(what)") }
+        return box.withLock { $0! }
     }
 }
