@@ -19,8 +19,10 @@ final class TestCluster {
     let root = NSTemporaryDirectory() + "petrel-cluster-\(UUID().uuidString)"
     let ids = [NodeID(1), NodeID(2), NodeID(3)]
     private(set) var brokers: [NodeID: Broker] = [:]
+    let tune: @Sendable (inout ClusterConfiguration) -> Void
 
-    init() throws {
+    init(tune: @escaping @Sendable (inout ClusterConfiguration) -> Void = { _ in }) throws {
+        self.tune = tune
         for id in ids { try start(id) }
     }
 
@@ -36,6 +38,7 @@ final class TestCluster {
         cluster.electionTicks = 10
         cluster.produceTimeoutMilliseconds = 2_000
         cluster.forwardTimeoutMilliseconds = 3_000
+        tune(&cluster)
         c.cluster = cluster
         return c
     }
@@ -228,6 +231,19 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
             }
         }
 
+        // Every broker reports the leader's offsets and, once followers caught up, all three in sync.
+        for id in c.ids {
+            for p: Int32 in 0..<3 {
+                let end = acknowledged[p]!.keys.max()! + 1
+                try c.eventually("broker \(id) reports partition \(p) complete and fully in sync") {
+                    let o = try c[id].offsets(topic: TopicName("events")!, partition: PartitionID(p))
+                    let d = try c[id].describeTopic(TopicName("events")!).partitions[Int(p)]
+                    return o.highWatermark.rawValue == end && o.logEndOffset.rawValue == end
+                        && Set(d.inSyncReplicas) == Set(c.ids) && d.replicaStates.count == 3 && d.replicaStates.allSatisfy { $0.lag == 0 }
+                }
+            }
+        }
+
         // Delete through a broker other than the controller: gone everywhere, directories too.
         let deleter = c.ids.first { $0 != c.controller }!
         try c.answer("delete events") { c[deleter].deleteTopic(TopicName("events")!, completion: $0) }.get()
@@ -390,6 +406,66 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
 
         c.network.heal(follower)
         _ = try c.produceEventually("strict", partition: 0, value: "healed", through: leader, failed: &failed)
+    }
+
+    /// The controller stops; while it is down a topic is created, another deleted, and records are
+    /// written. Restarted on its data directory, it learns all of it from the metadata log, opens the
+    /// new replicas and catches up.
+    @Test func restartedControllerLearnsWhatChangedWhileItWasDown() throws {
+        // No fencing during this test: a topic with three replicas is created while one broker is
+        // down, which needs that broker to count as alive (however long the machine takes).
+        let c = try TestCluster { $0.fenceAfterMilliseconds = 600_000 }
+        try c.waitUntilReady()
+        _ = try c.createTopic("keep", partitions: 1, through: c.ids[0])
+        _ = try c.createTopic("gone", partitions: 1, through: c.ids[0])
+        var failed: [(String, BrokerError)] = []
+        var acknowledged: [String: [Int64: String]] = [:]
+        for t in ["keep", "gone"] {
+            let (o, v) = try c.produceEventually(t, partition: 0, value: "\(t)-before", through: c.ids[1], failed: &failed)
+            acknowledged[t, default: [:]][o.rawValue] = v
+        }
+        let victim = c.controller
+        let others = c.ids.filter { $0 != victim }
+        try c.eventually("broker \(victim) holds gone-0") { !c.topicDirectories("gone", on: victim).isEmpty }
+        c.stop(victim)
+        try c.eventually("a new controller") { c[others[0]].describeCluster().controller != victim && c[others[0]].describeCluster().controller.rawValue >= 1 }
+
+        _ = try c.createTopic("fresh", partitions: 2, through: others[1])
+        for p: Int32 in 0..<2 {
+            for i in 0..<3 {
+                let (o, v) = try c.produceEventually("fresh", partition: p, value: "fresh-\(p)-\(i)", through: others[i % 2], failed: &failed)
+                acknowledged["fresh-\(p)", default: [:]][o.rawValue] = v
+            }
+        }
+        for i in 0..<3 {
+            let (o, v) = try c.produceEventually("keep", partition: 0, value: "keep-\(i)", through: others[0], failed: &failed)
+            acknowledged["keep", default: [:]][o.rawValue] = v
+        }
+        try c.answer("delete gone") { c[others[0]].deleteTopic(TopicName("gone")!, completion: $0) }.get()
+
+        try c.start(victim)
+        try c.waitUntilReady()
+        try c.eventually("broker \(victim) learns the topic changes") {
+            c[victim].listTopics() == [TopicName("fresh")!, TopicName("keep")!]
+        }
+        for (topic, partition) in [("keep", Int32(0)), ("fresh", 0), ("fresh", 1)] {
+            let key = topic == "keep" ? "keep" : "\(topic)-\(partition)"
+            let expected = acknowledged[key]!
+            let end = expected.keys.max()! + 1
+            try c.eventually("broker \(victim) catches up on \(topic)-\(partition)") {
+                try c.records(topic, partition, through: victim, local: true).highWatermark >= end
+            }
+            let local = try c.records(topic, partition, through: victim, local: true).records
+            for (offset, value) in expected {
+                #expect(local.first { $0.0 == offset }?.1 == value, "\(topic)-\(partition) on \(victim): \(value) at \(offset)")
+            }
+        }
+        // Known gap: a broker that was down when a topic was deleted keeps that topic's files
+        // (reconcile only removes replicas it has open; nothing sweeps directories the metadata
+        // no longer names).
+        withKnownIssue("files of a topic deleted while the broker was down are never removed") {
+            try c.eventually("gone's files removed on broker \(victim)", seconds: 5) { c.topicDirectories("gone", on: victim).isEmpty }
+        }
     }
 
     /// Garbage from a peer (frames and call bodies) is refused or ignored; the broker keeps working.
