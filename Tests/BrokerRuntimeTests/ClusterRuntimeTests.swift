@@ -468,6 +468,87 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
         }
     }
 
+    /// Many producers at once through every broker (forwarded and local, several partitions): every
+    /// acknowledged record is read back once, at its offset; no offset is given twice.
+    @Test func concurrentProducersThroughEveryBrokerLoseAndDuplicateNothing() throws {
+        let c = try TestCluster()
+        try c.waitUntilReady()
+        _ = try c.createTopic("busy", partitions: 2, through: c.ids[0])
+        var failed: [(String, BrokerError)] = []
+        _ = try c.produceEventually("busy", partition: 0, value: "warm-0", through: c.ids[0], failed: &failed)
+        _ = try c.produceEventually("busy", partition: 1, value: "warm-1", through: c.ids[0], failed: &failed)
+        let brokers = c.ids.map { c[$0] }
+        let outcomes = Mutex<[(value: String, result: Result<[RecordPlacement], BrokerError>)]>([])
+        let group = DispatchGroup()
+        for worker in 0..<6 {
+            for i in 0..<25 {
+                let records = (0..<3).map { ProduceRecord(partition: PartitionID(Int32((worker + i) % 2)), value: Array("w\(worker)-\(i)-\($0)".utf8)) }
+                group.enter()
+                brokers[worker % 3].produce(topic: TopicName("busy")!, records: records, acks: .all) { result in
+                    outcomes.withLock { o in for r in records { o.append((String(decoding: r.value!, as: UTF8.self), result)) } }
+                    group.leave()
+                }
+            }
+        }
+        #expect(group.wait(timeout: .now() + 60) == .success, "every produce is answered")
+        var acknowledged: [Int32: [Int64: String]] = [:]
+        var succeeded = 0
+        // Each request appended its three records together; placements come back in request order.
+        let all = outcomes.withLock { $0 }
+        for k in stride(from: 0, to: all.count, by: 3) {
+            guard case .success(let placements) = all[k].result else { continue }
+            succeeded += 1
+            for (j, p) in placements.enumerated() {
+                let o = p.offset!.rawValue
+                #expect(acknowledged[p.partition.rawValue, default: [:]][o] == nil, "offset \(o) given twice")
+                acknowledged[p.partition.rawValue, default: [:]][o] = all[k + j].value
+            }
+        }
+        // Nothing failed in this run of a healthy cluster except, on a very slow machine, by timeout.
+        let errors = all.compactMap { o -> BrokerError? in if case .failure(let e) = o.result { e } else { nil } }
+        #expect(errors.allSatisfy { if case .unavailable = $0 { true } else { false } }, "\(errors.prefix(3))")
+        #expect(succeeded > 0)
+        for p: Int32 in 0..<2 {
+            let read = try c.records("busy", p, through: c.ids[2])
+            let byOffset = Dictionary(read.records, uniquingKeysWith: { a, _ in a })
+            for (o, v) in acknowledged[p] ?? [:] { #expect(byOffset[o] == v, "busy-\(p): \(v) at \(o)") }
+            #expect(Set(read.records.map(\.1)).count == read.records.count, "a record appears twice in busy-\(p)")
+        }
+    }
+
+    /// A long-poll read through a broker that does not lead the partition waits at the leader and
+    /// returns the record produced meanwhile; partitions added later get leaders on every broker.
+    @Test func forwardedLongPollAndGrowingATopic() throws {
+        let c = try TestCluster()
+        try c.waitUntilReady()
+        _ = try c.createTopic("poll", partitions: 1, through: c.ids[0])
+        var failed: [(String, BrokerError)] = []
+        let (first, _) = try c.produceEventually("poll", partition: 0, value: "first", through: c.ids[0], failed: &failed)
+        let leader = try c.leader("poll", 0)
+        let reader = c.ids.first { $0 != leader }!
+        let request = ReadRequest(topic: TopicName("poll")!, partition: PartitionID(0), offset: .exact(first + 1), maxRecords: 10, maxBytes: 1 << 20, waitMilliseconds: 20_000)
+        let answer = Mutex<Result<ReadResult, BrokerError>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        c[reader].read(request) { r in
+            answer.withLock { $0 = r }
+            done.signal()
+        }
+        let (second, value) = try c.produceEventually("poll", partition: 0, value: "second", through: leader, failed: &failed)
+        #expect(done.wait(timeout: .now() + 60) == .success)
+        let records = try answer.withLock { $0 }?.get().records() ?? []
+        #expect(records.first.map { ($0.offset, String(decoding: $0.record.value ?? [], as: UTF8.self)) }.map { $0 == (second, value) } == true, "\(records)")
+
+        let grown = try c.answer("grow poll") { c[reader].alterTopic(TopicName("poll")!, configs: [], partitions: 3, completion: $0) }.get()
+        #expect(grown.partitions.count == 3)
+        for id in c.ids {
+            try c.eventually("broker \(id) sees leaders for the new partitions") {
+                let d = try c[id].describeTopic(TopicName("poll")!)
+                return d.partitions.count == 3 && d.partitions.allSatisfy { $0.leader.rawValue >= 0 && Set($0.replicas) == Set(c.ids) }
+            }
+        }
+        _ = try c.produceEventually("poll", partition: 2, value: "new", through: c.ids[1], failed: &failed)
+    }
+
     /// Garbage from a peer (frames and call bodies) is refused or ignored; the broker keeps working.
     @Test func hostileFramesAndCallsLeaveABrokerWorking() throws {
         let c = try TestCluster()
