@@ -549,6 +549,37 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
         _ = try c.produceEventually("poll", partition: 2, value: "new", through: c.ids[1], failed: &failed)
     }
 
+    /// Every broker stops (orderly) and starts again on its data directory: topics, leaders and every
+    /// acknowledged record are back, and new writes are acknowledged after the old ones.
+    @Test func wholeClusterRestartKeepsEverything() throws {
+        let c = try TestCluster()
+        try c.waitUntilReady()
+        _ = try c.createTopic("durable", partitions: 2, through: c.ids[0])
+        var failed: [(String, BrokerError)] = []
+        var acknowledged: [Int32: [Int64: String]] = [:]
+        for i in 0..<12 {
+            let p = Int32(i % 2)
+            let (o, v) = try c.produceEventually("durable", partition: p, value: "v\(i)", through: c.ids[i % 3], failed: &failed)
+            acknowledged[p, default: [:]][o.rawValue] = v
+        }
+        for id in c.ids { c.stop(id) }
+        for id in c.ids { try c.start(id) }
+        try c.waitUntilReady()
+        for id in c.ids {
+            try c.eventually("broker \(id) knows durable again") { c[id].listTopics() == [TopicName("durable")!] }
+        }
+        for p: Int32 in 0..<2 {
+            let (o, v) = try c.produceEventually("durable", partition: p, value: "after-restart-\(p)", through: c.ids[0], failed: &failed)
+            #expect(o.rawValue > acknowledged[p]!.keys.max()!, "a write after the restart lands after the old ones")
+            acknowledged[p, default: [:]][o.rawValue] = v
+            for id in c.ids {
+                let read = try c.records("durable", p, through: id)
+                let byOffset = Dictionary(read.records, uniquingKeysWith: { a, _ in a })
+                for (offset, value) in acknowledged[p]! { #expect(byOffset[offset] == value, "durable-\(p) through \(id): \(value) at \(offset)") }
+            }
+        }
+    }
+
     /// Garbage from a peer (frames and call bodies) is refused or ignored; the broker keeps working.
     @Test func hostileFramesAndCallsLeaveABrokerWorking() throws {
         let c = try TestCluster()
