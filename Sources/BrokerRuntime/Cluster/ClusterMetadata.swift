@@ -230,6 +230,9 @@ extension ClusterNode {
             case .success(let offset): whenApplied(offset, completion: completion)
             case .failure(.notLeader(let m, let l)): retry(.notLeader(m, leader: l), l)
             case .failure(.unavailable(let m)) where m.contains("Couldn't connect"): retry(.unavailable(m), nil)
+            // The controller refused before writing (its followers have not answered since it was
+            // elected or since a blip): nothing was written, so asking again cannot apply twice.
+            case .failure(.notEnoughReplicas(let m)): retry(.notEnoughReplicas(m), nil)
             case .failure(let e): completion(.failure(e))
             }
         }
