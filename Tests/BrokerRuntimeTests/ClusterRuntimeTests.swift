@@ -580,6 +580,46 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
         }
     }
 
+    /// A topic deleted and created again under the same name is a new set of Raft groups whose terms
+    /// start over; every broker must still learn and describe the new partition's leader.
+    @Test func recreatedTopicGetsItsLeaderDescribedEverywhere() throws {
+        let c = try TestCluster()
+        try c.waitUntilReady()
+        _ = try c.createTopic("again", partitions: 1, through: c.ids[0])
+        var failed: [(String, BrokerError)] = []
+        _ = try c.produceEventually("again", partition: 0, value: "old", through: c.ids[0], failed: &failed)
+        // Two failovers, so every broker has heard the old partition at a term above the new one's first.
+        for _ in 0..<2 {
+            let leader = try c.leader("again", 0)
+            c.network.isolate(leader)
+            for id in c.ids where id != leader { _ = try c.leader("again", 0, through: id, excluding: leader) }
+            c.network.heal(leader)
+            try c.waitUntilReady()
+            try c.eventually("every broker names the new leader") {
+                Set(try c.ids.map { try c[$0].describeTopic(TopicName("again")!).partitions[0].leader }).count == 1
+            }
+        }
+        let others = c.ids.filter { $0 != c.controller }
+
+        try c.answer("delete again") { c[others[0]].deleteTopic(TopicName("again")!, completion: $0) }.get()
+        for id in c.ids { try c.eventually("again gone from \(id)") { c[id].listTopics().isEmpty } }
+        _ = try c.createTopic("again", partitions: 1, through: others[1])
+        let (offset, value) = try c.produceEventually("again", partition: 0, value: "new", through: c.ids[0], failed: &failed)
+        // Reports about the old topic are younger than 3 s now and may still name its leader: wait
+        // until they cannot count any more, then every broker must name the replica that leads.
+        usleep(3_500_000)
+        try c.eventually("every broker names the leader of the new again-0") {
+            let leaders = try c.ids.map { try c[$0].describeTopic(TopicName("again")!).partitions[0].leader }
+            guard let actual = try c.ids.first(where: { try c[$0].describeTopic(TopicName("again")!).partitions[0].leader == $0 }) else { return false }
+            return leaders.allSatisfy { $0 == actual }
+        }
+        for id in c.ids {
+            let read = try c.records("again", 0, through: id)
+            #expect(read.records.map(\.1) == [value], "the new topic holds only its own record")
+            #expect(read.records.first?.0 == offset.rawValue)
+        }
+    }
+
     /// Garbage from a peer (frames and call bodies) is refused or ignored; the broker keeps working.
     @Test func hostileFramesAndCallsLeaveABrokerWorking() throws {
         let c = try TestCluster()
