@@ -395,6 +395,8 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
             }
             return false
         }
+        // Cut off from the metadata leader, the broker stops calling itself ready (GET /readyz).
+        try c.eventually("the cut-off broker \(follower) reports not ready") { !c[follower].isReady }
         #expect(refusal?.httpStatus == 503)
         #expect(refusal?.errorCode == 50305)
         // Through another broker the refusal is the same (forwarded answers keep their error).
@@ -617,6 +619,46 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
             let read = try c.records("again", 0, through: id)
             #expect(read.records.map(\.1) == [value], "the new topic holds only its own record")
             #expect(read.records.first?.0 == offset.rawValue)
+        }
+    }
+
+    /// The partition leader shuts down while a read forwarded to it is parked and an acks=all write
+    /// is waiting: both are answered; the others elect a new leader and serve the topic.
+    @Test func leaderShutdownAnswersWaitersAndTheOthersTakeOver() throws {
+        let c = try TestCluster()
+        try c.waitUntilReady()
+        _ = try c.createTopic("handover", partitions: 1, through: c.ids[0])
+        var failed: [(String, BrokerError)] = []
+        var acknowledged: [Int64: String] = [:]
+        let (first, firstValue) = try c.produceEventually("handover", partition: 0, value: "first", through: c.ids[0], failed: &failed)
+        acknowledged[first.rawValue] = firstValue
+        let leader = try c.leader("handover", 0)
+        let others = c.ids.filter { $0 != leader }
+
+        // A long-poll read through another broker, parked at the leader.
+        let parked = DispatchSemaphore(value: 0)
+        let far = ReadRequest(topic: TopicName("handover")!, partition: PartitionID(0), offset: .latest, maxRecords: 10, maxBytes: 1 << 20, waitMilliseconds: 30_000)
+        c[others[0]].read(far) { _ in parked.signal() }
+        try c.eventually("the read is parked at the leader") { c[leader].parkedRequestsInCluster == 1 }
+        c.stop(leader)
+        #expect(parked.wait(timeout: .now() + 60) == .success, "a read parked at a stopping leader is answered")
+
+        for i in 0..<5 {
+            let (o, v) = try c.produceEventually("handover", partition: 0, value: "later-\(i)", through: others[i % 2], failed: &failed)
+            acknowledged[o.rawValue] = v
+        }
+        let newLeader = try c.leader("handover", 0, through: others[0])
+        #expect(newLeader != leader)
+        let read = try c.records("handover", 0, through: others[1])
+        let byOffset = Dictionary(read.records, uniquingKeysWith: { a, _ in a })
+        for (o, v) in acknowledged { #expect(byOffset[o] == v, "\(v) at \(o)") }
+
+        // Requests a broker can refuse at once, through any broker.
+        for id in others {
+            let r = try c.answer("produce to partition 7") { c[id].produce(topic: TopicName("handover")!, records: [ProduceRecord(partition: PartitionID(7), value: [1])], acks: .all, completion: $0) }
+            if case .failure(let e) = r { #expect(e.errorCode == 40402, "\(e)") } else { Issue.record("produce to a missing partition: \(r)") }
+            let none = try c.answer("acks=0") { c[id].produce(topic: TopicName("handover")!, records: [ProduceRecord(partition: PartitionID(0), value: [2])], acks: .none, completion: $0) }
+            if case .success(let p) = none { #expect(p.first?.offset == nil, "acks=0 answers before the append, without an offset") }
         }
     }
 
