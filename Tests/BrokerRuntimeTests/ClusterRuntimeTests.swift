@@ -89,8 +89,10 @@ final class TestCluster {
 
     // MARK: - topics, produce, read
 
-    func createTopic(_ name: String, partitions: Int32, through id: NodeID, configs: [(String, String)] = []) throws -> TopicDescription {
-        try answer("create \(name)") { self[id].createTopic(name: TopicName(name)!, partitions: partitions, replicationFactor: 3, configs: configs, completion: $0) }.get()
+    func createTopic(_ name: String, partitions: Int32, through id: NodeID, replicationFactor: Int? = 3, configs: [(String, String)] = []) throws -> TopicDescription {
+        try answer("create \(name)") {
+            self[id].createTopic(name: TopicName(name)!, partitions: partitions, replicationFactor: replicationFactor, configs: configs, completion: $0)
+        }.get()
     }
 
     /// The partition's leader once `through` knows one.
@@ -660,6 +662,31 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
             let none = try c.answer("acks=0") { c[id].produce(topic: TopicName("handover")!, records: [ProduceRecord(partition: PartitionID(0), value: [2])], acks: .none, completion: $0) }
             if case .success(let p) = none { #expect(p.first?.offset == nil, "acks=0 answers before the append, without an offset") }
         }
+    }
+
+    /// A broker silent for longer than fenceAfterMilliseconds is fenced (not alive, left out of new
+    /// topics); when it is heard again it is unfenced and ready.
+    @Test func silentBrokerIsFencedAndUnfencedWhenItReturns() throws {
+        let c = try TestCluster { $0.fenceAfterMilliseconds = 1_000 }
+        try c.waitUntilReady()
+        let controller = c.controller
+        let silent = c.ids.first { $0 != controller }!
+        c.network.isolate(silent)
+        try c.eventually("the controller fences broker \(silent)") {
+            c[controller].describeCluster().brokers.first { $0.id == silent }?.isAlive == false
+        }
+        let created = try c.createTopic("while-fenced", partitions: 2, through: controller, replicationFactor: nil)
+        for p in created.partitions {
+            #expect(!p.replicas.contains(silent), "a new partition placed on fenced broker \(silent): \(p.replicas)")
+            #expect(p.replicas.count == 2)
+        }
+        let three = try c.answer("RF=3 with two brokers alive") {
+            c[controller].createTopic(name: TopicName("too-wide")!, partitions: 1, replicationFactor: 3, configs: [], completion: $0)
+        }
+        if case .success = three { Issue.record("a topic with 3 replicas was created while only 2 brokers are alive") }
+        c.network.heal(silent)
+        try c.waitUntilReady()
+        #expect(c[silent].listTopics() == [TopicName("while-fenced")!])
     }
 
     /// Garbage from a peer (frames and call bodies) is refused or ignored; the broker keeps working.
