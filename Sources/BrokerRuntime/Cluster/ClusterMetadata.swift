@@ -111,6 +111,9 @@ extension ClusterNode {
             }
             for a in waiters.0 { a.completion(.failure(.unknownTopic(group.topic.rawValue))) }
             for r in waiters.1 { r.claim()?(.failure(.unknownTopic(group.topic.rawValue))) }
+            // The replica removed its partition directory; the topic's directory goes with its last partition.
+            let topicDirectory = "\(configuration.dataDirectory)/topics/\(group.topic.rawValue).\(replica.topicID)"
+            if (try? fileSystem.listDirectory(topicDirectory))?.isEmpty == true { try? fileSystem.removeDirectory(topicDirectory) }
             logger.info("replica \(group) removed")
         }
         for (group, (topic, assignment)) in wanted where existing[group].map({ $0.topicID != topic.id.rawValue }) ?? true {
@@ -233,6 +236,9 @@ extension ClusterNode {
             case .success(let offset): whenApplied(offset, completion: completion)
             case .failure(.notLeader(let m, let l)): retry(.notLeader(m, leader: l), l)
             case .failure(.unavailable(let m)) where m.contains("Couldn't connect"): retry(.unavailable(m), nil)
+            // The controller refused before writing (its followers have not answered since it was
+            // elected or since a blip): nothing was written, so asking again cannot apply twice.
+            case .failure(.notEnoughReplicas(let m)): retry(.notEnoughReplicas(m), nil)
             case .failure(let e): completion(.failure(e))
             }
         }

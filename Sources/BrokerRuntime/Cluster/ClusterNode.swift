@@ -241,7 +241,10 @@ extension ClusterNode: PeerHandler {
                 let now = monotonicMilliseconds()
                 state.withLock { s in
                     for report in reports where report.leader == peer {
-                        if let old = s.reports[report.group], old.report.term > report.term { continue }
+                        // A lower term loses only to a report that still counts (younger than 3 s, as
+                        // in describe and routing): a topic deleted and created again under its name
+                        // starts its terms over, and must not be shadowed for ever by its old leader.
+                        if let old = s.reports[report.group], old.report.term > report.term, now - old.receivedMilliseconds < 3_000 { continue }
                         s.reports[report.group] = (report, now)
                     }
                 }
