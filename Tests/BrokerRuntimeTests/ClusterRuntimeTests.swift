@@ -464,12 +464,8 @@ func same(_ a: [(Int64, String)], _ b: [(Int64, String)]) -> Bool {
                 #expect(local.first { $0.0 == offset }?.1 == value, "\(topic)-\(partition) on \(victim): \(value) at \(offset)")
             }
         }
-        // Known gap: a broker that was down when a topic was deleted keeps that topic's files
-        // (reconcile only removes replicas it has open; nothing sweeps directories the metadata
-        // no longer names).
-        withKnownIssue("files of a topic deleted while the broker was down are never removed") {
-            try c.eventually("gone's files removed on broker \(victim)", seconds: 5) { c.topicDirectories("gone", on: victim).isEmpty }
-        }
+        // A broker that was down when a topic was deleted removes its files once it has caught up.
+        try c.eventually("gone's files removed on broker \(victim)", seconds: 20) { c.topicDirectories("gone", on: victim).isEmpty }
     }
 
     /// Many producers at once through every broker (forwarded and local, several partitions): every

@@ -11,6 +11,7 @@ import Synchronization
 /// number of times — so the client cannot tell which broker it reached.
 extension ClusterNode {
     static let forwardAttemptsMax = 8
+    static let silentPeerMilliseconds: Int64 = 3_000
 
     // MARK: - produce
 
@@ -115,7 +116,19 @@ extension ClusterNode {
         guard let target = leaderGuess(group, hint: hint) else {
             return completion(.failure(.notLeader("no leader is known for \(group)", leader: nil)))
         }
-        operation(target) { [self] raw in
+        // A broker silent for seconds is not sent anything: waiting out a produce timeout against
+        // it would only delay the 503 (a cut-off broker). Nothing is sent, so retrying is safe.
+        let silence = target == nodeID ? 0 : (transport.millisecondsSinceContact(target) ?? Int64.max)
+        let isSilent = silence > Self.silentPeerMilliseconds
+        let run: @Sendable (NodeID, @escaping @Sendable (Result<T, BrokerError>) -> Void) -> Void
+        if isSilent {
+            run = { target, done in
+                done(.failure(.notLeader("broker \(target) has not been heard from for more than \(ClusterNode.silentPeerMilliseconds) ms (nothing was sent)", leader: nil)))
+            }
+        } else {
+            run = operation
+        }
+        run(target) { [self] raw in
             var result = raw
             // A refused connection is retried elsewhere only for reads. A produce may not be: libcurl
             // silently re-sends a request whose reused connection died, so "couldn't connect" can be

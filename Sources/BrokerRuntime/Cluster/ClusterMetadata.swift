@@ -50,6 +50,8 @@ extension ClusterNode {
             }
         }
         if changed { reconcile() }
+        // On the driver thread, after reconcile: no replica is being created concurrently.
+        sweepOrphans()
         let ready = state.withLock { s -> [@Sendable (Result<Void, BrokerError>) -> Void] in
             var done: [@Sendable (Result<Void, BrokerError>) -> Void] = []
             s.applyWaiters.removeAll { w in
@@ -125,6 +127,33 @@ extension ClusterNode {
                 logger.error("cannot open replica \(group): \(error)")
             }
         }
+    }
+
+    /// Once per start, when this broker is caught up: removes partition directories the metadata no
+    /// longer assigns here — topics deleted, or replicas moved away, while this broker was down.
+    /// Every directory under `topics/` was created by a reconcile of applied metadata, so one the
+    /// caught-up metadata does not name is garbage (never a replica still being created).
+    func sweepOrphans() {
+        guard isReady, !state.withLock({ $0.orphansSwept }) else { return }
+        let (topics, local) = state.withLock { s in (s.metadata.topics, Set(s.replicas.keys)) }
+        let root = "\(configuration.dataDirectory)/topics"
+        for entry in (try? fileSystem.listDirectory(root)) ?? [] {
+            let path = "\(root)/\(entry)"
+            guard let dot = entry.lastIndex(of: "."), let id = UInt64(entry[entry.index(after: dot)...]),
+                  let name = TopicName(String(entry[..<dot])), let topic = topics[name], topic.id.rawValue == id else {
+                logger.info("removing \(path): its topic no longer exists")
+                try? fileSystem.removeDirectory(path)
+                continue
+            }
+            for p in (try? fileSystem.listDirectory(path)) ?? [] {
+                guard let n = Int32(p), local.contains(TopicPartition(name, PartitionID(n))) else {
+                    logger.info("removing \(path)/\(p): no longer assigned to this broker")
+                    try? fileSystem.removeDirectory("\(path)/\(p)")
+                    continue
+                }
+            }
+        }
+        state.withLock { $0.orphansSwept = true }
     }
 
     func topicConfig(_ topic: Topic) -> TopicConfig {

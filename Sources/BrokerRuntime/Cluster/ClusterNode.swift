@@ -44,6 +44,8 @@ final class ClusterNode: Sendable {
         var applyWaiters: [(offset: Offset, completion: @Sendable (Result<Void, BrokerError>) -> Void)] = []
         var controller = ControllerState()
         var registrationInFlight = false
+        /// Directories left by topics deleted while this broker was down are removed once per start.
+        var orphansSwept = false
         var ticks: Int64 = 0
     }
 
