@@ -147,7 +147,9 @@ extension ClusterNode {
             _ = message
             let next: NodeID? = (leader != nil && leader != target) ? leader : nil
             // Without a named leader an election or a transfer is under way: 25, 50, 100 ... ms.
-            let delay = next == nil ? 25 << attempt : 0
+            // A named leader is tried at once, but not twice in a row without a pause: during a
+            // transfer the old and the new leader may each name the other for a moment.
+            let delay = next == nil || attempt >= 2 ? 25 << attempt : 0
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(delay)) {
                 self.retrying(group, attempt: attempt + 1, hint: next, idempotent: idempotent, operation, completion: completion)
             }
