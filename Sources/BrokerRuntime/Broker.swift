@@ -433,35 +433,13 @@ public final class Broker: Sendable {
         if let c = clusterNode { return c.produce(topic: topic, records: records, acks: acks, completion: completion) }
         do throws(BrokerError) {
             guard !isStopping.load(ordering: .relaxed) else { throw .shuttingDown }
-            guard !records.isEmpty else { throw .badRequest("a produce request needs at least one record") }
-            guard records.count <= configuration.limits.produceRecordsMax else {
-                throw .payloadTooLarge("\(records.count) records in one request; at most \(configuration.limits.produceRecordsMax) are allowed")
-            }
+            try ProducePlan.checkCount(records, limits: configuration.limits)
             let e = try entry(topic)
             let partitionCount = Int32(e.partitions.count)
             let sticky = PartitionID(Int32(stickyCounter.wrappingAdd(1, ordering: .relaxed).oldValue & 0x3fff_ffff) % partitionCount)
             let now = nowMilliseconds()
-
-            // Group the records by partition, keeping request order inside each partition.
-            var byPartition: [Int32: [(index: Int, record: Record)]] = [:]
-            for (index, r) in records.enumerated() {
-                let p: PartitionID
-                if let explicit = r.partition {
-                    guard explicit.rawValue >= 0 && explicit.rawValue < partitionCount else {
-                        throw .unknownPartition(topic: topic.rawValue, partition: explicit.rawValue, partitionCount: partitionCount)
-                    }
-                    p = explicit
-                } else if let key = r.key {
-                    p = Murmur2.partition(forKey: key, partitionCount: partitionCount)
-                } else {
-                    p = sticky
-                }
-                let record = Record(key: r.key, value: r.value, headers: r.headers, timestamp: r.timestamp ?? now)
-                if record.approximateSizeBytes + RecordBatch.headerBytes > e.config.maxMessageBytes {
-                    throw .payloadTooLarge("record \(index) is about \(record.approximateSizeBytes) bytes; topic '\(topic)' accepts at most \(e.config.maxMessageBytes) (max.message.bytes)")
-                }
-                byPartition[p.rawValue, default: []].append((index, record))
-            }
+            let byPartition = try ProducePlan(topic: topic, records: records, partitionCount: partitionCount, sticky: sticky,
+                                              now: now, maxMessageBytes: e.config.maxMessageBytes, limits: configuration.limits).byPartition
 
             var placements = [RecordPlacement](repeating: RecordPlacement(partition: PartitionID(0), offset: nil, timestamp: 0), count: records.count)
             var lastOffsets: [(Partition, Offset)] = []
@@ -517,20 +495,7 @@ public final class Broker: Sendable {
     /// on its hand-off), so the partition is not queued for the flusher thread.
     private func append(_ records: [Record], to partition: Partition, maxBatchBytes: Int, now: Int64, flushInline: Bool = false) throws(BrokerError) -> [Offset] {
         // Encode outside the lock: only the offset stamping and the write happen under it.
-        var batches: [RecordBatch] = []
-        var current: [Record] = []
-        var currentBytes = RecordBatch.headerBytes
-        for r in records {
-            let size = r.approximateSizeBytes
-            if !current.isEmpty && currentBytes + size > maxBatchBytes {
-                batches.append(RecordBatch.encode(records: current))
-                current.removeAll(keepingCapacity: true)
-                currentBytes = RecordBatch.headerBytes
-            }
-            current.append(r)
-            currentBytes += size
-        }
-        if !current.isEmpty { batches.append(RecordBatch.encode(records: current)) }
+        let batches = ProducePlan.batches(records, maxBatchBytes: maxBatchBytes)
 
         let result = partition.state.withLock { s -> Result<([Offset], Bool), BrokerError> in
             if let reason = s.closedReason { return .failure(reason) }

@@ -42,13 +42,7 @@ struct MetadataStore {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         do {
             let bytes = [UInt8](try encoder.encode(metadata))
-            try? fileSystem.removeFile(temporaryPath)
-            let file = try fileSystem.openFile(temporaryPath, create: true)
-            try file.truncate(to: 0)
-            try file.write(bytes, at: 0)
-            try file.sync()
-            try fileSystem.rename(from: temporaryPath, to: path)
-            try fileSystem.syncDirectory(directory)
+            try fileSystem.replaceAtomically(path, with: bytes, temporaryPath: temporaryPath, directory: directory)
         } catch {
             throw .storage("cannot write \(path): \(error)")
         }

@@ -71,3 +71,17 @@ extension FileSystem {
         directory.hasSuffix("/") ? directory + name : directory + "/" + name
     }
 }
+
+extension FileSystem {
+    /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content: write a
+    /// temporary file, fsync it, rename it over `path`, fsync the directory.
+    public func replaceAtomically(_ path: String, with bytes: [UInt8], temporaryPath: String, directory: String) throws(StorageError) {
+        if fileExists(temporaryPath) { try removeFile(temporaryPath) }
+        let file = try openFile(temporaryPath, create: true)
+        try file.truncate(to: 0)
+        try file.write(bytes, at: 0)
+        try file.sync()
+        try rename(from: temporaryPath, to: path)
+        try syncDirectory(directory)
+    }
+}

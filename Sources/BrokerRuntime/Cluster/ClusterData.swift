@@ -19,38 +19,17 @@ extension ClusterNode {
                  completion: @escaping @Sendable (Result<[RecordPlacement], BrokerError>) -> Void) {
         do throws(BrokerError) {
             guard !isStopping.load(ordering: .relaxed) else { throw .shuttingDown }
-            guard !records.isEmpty else { throw .badRequest("a produce request needs at least one record") }
-            guard records.count <= configuration.limits.produceRecordsMax else {
-                throw .payloadTooLarge("\(records.count) records in one request; at most \(configuration.limits.produceRecordsMax) are allowed")
-            }
+            try ProducePlan.checkCount(records, limits: configuration.limits)
             guard let t = state.withLock({ $0.metadata.topics[topic] }) else { throw unknownTopic(topic) }
             let config = topicConfig(t)
             let partitionCount = Int32(t.partitions.count)
             let sticky = PartitionID(Int32(stickyCounter.wrappingAdd(1, ordering: .relaxed).oldValue & 0x3fff_ffff) % partitionCount)
-            let now = clock()
-            var byPartition: [Int32: [(index: Int, record: Record)]] = [:]
-            for (index, r) in records.enumerated() {
-                let p: PartitionID
-                if let explicit = r.partition {
-                    guard explicit.rawValue >= 0 && explicit.rawValue < partitionCount else {
-                        throw .unknownPartition(topic: topic.rawValue, partition: explicit.rawValue, partitionCount: partitionCount)
-                    }
-                    p = explicit
-                } else if let key = r.key {
-                    p = Murmur2.partition(forKey: key, partitionCount: partitionCount)
-                } else {
-                    p = sticky
-                }
-                let record = Record(key: r.key, value: r.value, headers: r.headers, timestamp: r.timestamp ?? now)
-                if record.approximateSizeBytes + RecordBatch.headerBytes > config.maxMessageBytes {
-                    throw .payloadTooLarge("record \(index) is about \(record.approximateSizeBytes) bytes; topic '\(topic)' accepts at most \(config.maxMessageBytes) (max.message.bytes)")
-                }
-                byPartition[p.rawValue, default: []].append((index, record))
-            }
+            let byPartition = try ProducePlan(topic: topic, records: records, partitionCount: partitionCount, sticky: sticky,
+                                              now: clock(), maxMessageBytes: config.maxMessageBytes, limits: configuration.limits).byPartition
             let tracker = ClusterProduceTracker(count: records.count, partitions: byPartition.count, completion: completion)
             metrics.recordsProduced.wrappingAdd(records.count, ordering: .relaxed)
             for (p, items) in byPartition.sorted(by: { $0.key < $1.key }) {
-                let batches = Self.batches(items.map(\.record), maxBatchBytes: config.maxMessageBytes)
+                let batches = ProducePlan.batches(items.map(\.record), maxBatchBytes: config.maxMessageBytes)
                 let group = TopicPartition(topic, PartitionID(p))
                 route(group, batches: batches, acks: acks, attempt: 0) { result in
                     switch result {
@@ -72,24 +51,6 @@ extension ClusterNode {
         } catch {
             completion(.failure(error))
         }
-    }
-
-    static func batches(_ records: [Record], maxBatchBytes: Int) -> [RecordBatch] {
-        var batches: [RecordBatch] = []
-        var current: [Record] = []
-        var currentBytes = RecordBatch.headerBytes
-        for r in records {
-            let size = r.approximateSizeBytes
-            if !current.isEmpty && currentBytes + size > maxBatchBytes {
-                batches.append(RecordBatch.encode(records: current))
-                current.removeAll(keepingCapacity: true)
-                currentBytes = RecordBatch.headerBytes
-            }
-            current.append(r)
-            currentBytes += size
-        }
-        if !current.isEmpty { batches.append(RecordBatch.encode(records: current)) }
-        return batches
     }
 
     /// The broker most likely to lead `group`: this one if its replica leads, else the freshest report,

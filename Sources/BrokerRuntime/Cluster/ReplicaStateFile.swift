@@ -160,13 +160,7 @@ final class ReplicaStateFile: Sendable {
     func write(_ bytes: [UInt8], sequence: UInt64) throws(StorageError) {
         try written.withLock { (last) throws(StorageError) in
             guard sequence > last else { return }
-            try fileSystem.removeFile(temporaryPath)
-            let file = try fileSystem.openFile(temporaryPath, create: true)
-            try file.truncate(to: 0)
-            try file.write(bytes, at: 0)
-            try file.sync()
-            try fileSystem.rename(from: temporaryPath, to: path)
-            try fileSystem.syncDirectory(directory)
+            try fileSystem.replaceAtomically(path, with: bytes, temporaryPath: temporaryPath, directory: directory)
             last = sequence
         }
     }
