@@ -3,9 +3,49 @@ import BrokerHTTP
 import Foundation
 
 struct ClusterCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cluster", abstract: "Show the cluster: brokers, controller, version.")
-    @OptionGroup var options: ClientOptions
-    func run() throws { try CLI.call(try options.client(), "GET", "/v1/cluster") }
+    static let configuration = CommandConfiguration(
+        commandName: "cluster", abstract: "Show the cluster (brokers, controller, version); move replicas.",
+        subcommands: [Show.self, Rebalance.self, Reassign.self, Decommission.self, Unregister.self], defaultSubcommand: Show.self)
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Brokers (alive, rack), controller, version.")
+        @OptionGroup var options: ClientOptions
+        func run() throws { try CLI.call(try options.client(), "GET", "/v1/cluster") }
+    }
+
+    struct Rebalance: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Even out replicas over the alive brokers (after adding one).")
+        @OptionGroup var options: ClientOptions
+        func run() throws { try CLI.call(try options.client(), "POST", "/v1/cluster/rebalance") }
+    }
+
+    struct Reassign: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Move one partition's replicas (the first is the preferred leader).")
+        @OptionGroup var options: ClientOptions
+        @Argument var topic: String
+        @Argument var partition: Int32
+        @Option(help: "Broker ids, comma-separated, e.g. 4,2,3.") var replicas: String
+        func run() throws {
+            let ids = replicas.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard !ids.isEmpty, ids.allSatisfy({ Int32($0) != nil }) else { throw ValidationError("--replicas must be broker ids, comma-separated") }
+            try CLI.call(try options.client(), "PUT", "/v1/topics/\(CLI.escape(topic))/partitions/\(partition)/replicas",
+                         json: "{\"replicas\":[\(ids.joined(separator: ","))]}")
+        }
+    }
+
+    struct Decommission: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Move every replica off a broker before it leaves.")
+        @OptionGroup var options: ClientOptions
+        @Argument var broker: Int32
+        func run() throws { try CLI.call(try options.client(), "POST", "/v1/brokers/\(broker)/decommission") }
+    }
+
+    struct Unregister: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Forget a broker that hosts no replicas.")
+        @OptionGroup var options: ClientOptions
+        @Argument var broker: Int32
+        func run() throws { try CLI.call(try options.client(), "DELETE", "/v1/brokers/\(broker)") }
+    }
 }
 
 struct TopicCommand: ParsableCommand {
