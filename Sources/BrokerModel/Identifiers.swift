@@ -95,3 +95,56 @@ public struct TopicPartition: Hashable, Sendable, CustomStringConvertible {
     }
     public var description: String { "\(topic)-\(partition)" }
 }
+
+/// A consumer group id that passed validation: 1...249 bytes of `[A-Za-z0-9._-]` (the topic-name
+/// alphabet, so it is safe in a URL path segment and in logs).
+public struct GroupID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+    public static let lengthMax = 249
+
+    public static func validate(_ text: String, what: String = "group id") -> Result<GroupID, BrokerError> {
+        if let problem = IdentifierText.problem(text, what: what, lengthMax: lengthMax) { return .failure(.badRequest(problem)) }
+        return .success(GroupID(unchecked: text))
+    }
+
+    public init?(_ text: String) {
+        guard case .success(let id) = GroupID.validate(text) else { return nil }
+        self = id
+    }
+
+    private init(unchecked: String) { rawValue = unchecked }
+    public static func < (a: GroupID, b: GroupID) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { rawValue }
+}
+
+/// A member of a consumer group (also a REST Proxy v2 consumer instance name): 1...249 bytes of
+/// `[A-Za-z0-9._-]`.
+public struct MemberID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+    public static let lengthMax = 249
+
+    public static func validate(_ text: String, what: String = "member id") -> Result<MemberID, BrokerError> {
+        if let problem = IdentifierText.problem(text, what: what, lengthMax: lengthMax) { return .failure(.badRequest(problem)) }
+        return .success(MemberID(unchecked: text))
+    }
+
+    public init?(_ text: String) {
+        guard case .success(let id) = MemberID.validate(text) else { return nil }
+        self = id
+    }
+
+    private init(unchecked: String) { rawValue = unchecked }
+    public static func < (a: MemberID, b: MemberID) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { rawValue }
+}
+
+enum IdentifierText {
+    static func problem(_ text: String, what: String, lengthMax: Int) -> String? {
+        if text.isEmpty { return "\(what) must not be empty" }
+        if text.utf8.count > lengthMax { return "\(what) is \(text.utf8.count) bytes; at most \(lengthMax) are allowed" }
+        for byte in text.utf8 where !TopicName.isAllowed(byte) {
+            return "\(what) may contain only ASCII letters, digits, '.', '_' and '-'"
+        }
+        return nil
+    }
+}
