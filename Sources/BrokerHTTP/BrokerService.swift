@@ -195,6 +195,9 @@ public final class BrokerService: Sendable {
             } else {
                 responder.respond(Self.json(200, Render.offsets(topic: topic, partition: partition, try broker.offsets(topic: topic, partition: partition))))
             }
+        case .listGroups, .describeGroup, .deleteGroup, .joinGroup, .leaveGroup, .heartbeatGroupMember, .pollGroupRecords,
+             .commitGroupOffsets, .getGroupOffsets, .resetGroupOffsets:
+            try dispatchGroup(operation, params, request, responder)
         }
     }
 

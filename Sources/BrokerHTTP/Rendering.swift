@@ -99,8 +99,17 @@ enum Render {
     }
 
     /// The same rendering as `record(_ s: StoredRecord, ...)`, straight from the batch bytes.
-    static func record(_ s: RecordView, format: ValueFormat, into w: inout JSONWriter) throws(DecodeError) {
-        w.raw("{\"offset\":")
+    /// `from` (group reads span partitions): the record's topic and partition lead the object.
+    static func record(_ s: RecordView, format: ValueFormat, from: (TopicName, PartitionID)? = nil, into w: inout JSONWriter) throws(DecodeError) {
+        if let (topic, partition) = from {
+            w.raw("{\"topic\":")
+            w.string(topic.rawValue)
+            w.raw(",\"partition\":")
+            w.int(Int64(partition.rawValue))
+            w.raw(",\"offset\":")
+        } else {
+            w.raw("{\"offset\":")
+        }
         w.int(s.offset.rawValue)
         w.raw(",\"timestamp\":")
         w.int(s.timestamp)

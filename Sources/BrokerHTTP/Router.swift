@@ -12,6 +12,10 @@ public enum Operation: String, CaseIterable, Sendable {
     case produceWebSocket, consumeWebSocket
     // Replica placement (cluster mode).
     case reassignPartition, cancelReassignment, rebalanceReplicas, decommissionBroker, unregisterBroker
+    // Consumer groups (GroupHandlers.swift).
+    case listGroups, describeGroup, deleteGroup, joinGroup, leaveGroup, heartbeatGroupMember, pollGroupRecords
+    case commitGroupOffsets, getGroupOffsets, resetGroupOffsets
+
 }
 
 public struct Route: Sendable {
@@ -54,6 +58,17 @@ public enum Router {
         Route(method: "POST", template: "/v1/cluster/rebalance", operation: .rebalanceReplicas),
         Route(method: "POST", template: "/v1/brokers/{broker}/decommission", operation: .decommissionBroker),
         Route(method: "DELETE", template: "/v1/brokers/{broker}", operation: .unregisterBroker),
+        // Consumer groups.
+        Route(method: "GET", template: "/v1/groups", operation: .listGroups),
+        Route(method: "GET", template: "/v1/groups/{group}", operation: .describeGroup),
+        Route(method: "DELETE", template: "/v1/groups/{group}", operation: .deleteGroup),
+        Route(method: "POST", template: "/v1/groups/{group}/members", operation: .joinGroup),
+        Route(method: "DELETE", template: "/v1/groups/{group}/members/{member}", operation: .leaveGroup),
+        Route(method: "POST", template: "/v1/groups/{group}/members/{member}/heartbeat", operation: .heartbeatGroupMember),
+        Route(method: "GET", template: "/v1/groups/{group}/members/{member}/records", operation: .pollGroupRecords),
+        Route(method: "POST", template: "/v1/groups/{group}/offsets", operation: .commitGroupOffsets),
+        Route(method: "GET", template: "/v1/groups/{group}/offsets", operation: .getGroupOffsets),
+        Route(method: "POST", template: "/v1/groups/{group}/offsets/reset", operation: .resetGroupOffsets),
     ]
 
     public enum Match: Equatable {

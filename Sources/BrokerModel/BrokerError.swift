@@ -22,15 +22,23 @@ public enum BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
     case notLeader(String, leader: NodeID?)
     /// Fewer in-sync replicas than the topic's `min.insync.replicas`: acks=all is refused.
     case notEnoughReplicas(String)
+    /// Consumer groups: the group, or the member (a REST Proxy v2 consumer instance), does not exist.
+    case unknownGroup(String)
+    case unknownMember(String)
+    /// A commit or poll that carries a generation older than the group's (it rebalanced since).
+    case staleGeneration(String)
+    /// A request that does not fit the member's or group's state (REST Proxy's 40903: subscription
+    /// and manual assignment mixed; a group with members cannot be reset or deleted).
+    case illegalState(String)
     case storage(String)
     case shuttingDown
 
     public var httpStatus: Int {
         switch self {
         case .badRequest, .invalidTopicName: 400
-        case .unknownTopic, .unknownPartition, .notFound: 404
+        case .unknownTopic, .unknownPartition, .notFound, .unknownGroup, .unknownMember: 404
         case .notAcceptable: 406
-        case .topicExists, .conflict: 409
+        case .topicExists, .conflict, .staleGeneration, .illegalState: 409
         case .payloadTooLarge: 413
         case .unsupportedMediaType: 415
         case .offsetOutOfRange: 416
@@ -47,10 +55,14 @@ public enum BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidTopicName: 40002
         case .unknownTopic: 40401
         case .unknownPartition: 40402
+        case .unknownMember: 40403
         case .notFound: 40404
+        case .unknownGroup: 40405
         case .notAcceptable: 40601
         case .topicExists: 40901
         case .conflict: 40902
+        case .illegalState: 40903
+        case .staleGeneration: 40904
         case .payloadTooLarge: 41301
         case .unsupportedMediaType: 41501
         case .offsetOutOfRange: 41601
@@ -70,7 +82,8 @@ public enum BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
         case .badRequest(let m), .invalidTopicName(let m), .invalidConfig(let m), .notFound(let m),
             .conflict(let m), .payloadTooLarge(let m), .unsupportedMediaType(let m), .notAcceptable(let m),
             .unprocessable(let m), .overloaded(let m), .unavailable(let m), .storage(let m),
-            .notLeader(let m, _), .notEnoughReplicas(let m):
+            .notLeader(let m, _), .notEnoughReplicas(let m), .unknownGroup(let m), .unknownMember(let m),
+            .staleGeneration(let m), .illegalState(let m):
             m
         case .unknownTopic(let t): "topic '\(t)' does not exist"
         case .unknownPartition(let t, let p, let n):

@@ -5,6 +5,7 @@ extension BrokerError {
         case badRequest = 1, invalidTopicName, invalidConfig, unknownTopic, unknownPartition, notFound, topicExists
         case conflict, offsetOutOfRange, payloadTooLarge, unsupportedMediaType, notAcceptable, unprocessable
         case overloaded, unavailable, notLeader, notEnoughReplicas, storage, shuttingDown
+        case unknownGroup, unknownMember, staleGeneration, illegalState
     }
 
     public func encode(into w: inout ByteWriter) {
@@ -41,6 +42,10 @@ extension BrokerError {
         case .notEnoughReplicas(let m): text(.notEnoughReplicas, m)
         case .storage(let m): text(.storage, m)
         case .shuttingDown: w.int8(Tag.shuttingDown.rawValue)
+        case .unknownGroup(let m): text(.unknownGroup, m)
+        case .unknownMember(let m): text(.unknownMember, m)
+        case .staleGeneration(let m): text(.staleGeneration, m)
+        case .illegalState(let m): text(.illegalState, m)
         }
     }
 
@@ -69,6 +74,10 @@ extension BrokerError {
         case .notEnoughReplicas: return .notEnoughReplicas(try r.sizedString())
         case .storage: return .storage(try r.sizedString())
         case .shuttingDown: return .shuttingDown
+        case .unknownGroup: return .unknownGroup(try r.sizedString())
+        case .unknownMember: return .unknownMember(try r.sizedString())
+        case .staleGeneration: return .staleGeneration(try r.sizedString())
+        case .illegalState: return .illegalState(try r.sizedString())
         }
     }
 }

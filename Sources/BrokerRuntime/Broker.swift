@@ -23,7 +23,11 @@ public final class Broker: Sendable {
     private let flusherBox = Mutex<Flusher?>(nil)
     private let parked = Atomic<Int>(0)
     private let stickyCounter = Atomic<Int>(0)
-    private let isStopping = Atomic<Bool>(false)
+    let isStopping = Atomic<Bool>(false)
+    /// The single node's group coordinator (cluster mode: the cluster node's).
+    let groupsBox = Mutex<GroupCoordinator?>(nil)
+    let groupTimer = DispatchQueue(label: "petrel.groups")
+    var groupCoordinator: GroupCoordinator? { groupsBox.withLock { $0 } }
     private let retentionQueue = DispatchQueue(label: "petrel.retention")
     public let metrics = BrokerMetrics()
     /// The port clients reach this broker on; set once the HTTP listener is bound (it may be an ephemeral port).
@@ -117,6 +121,7 @@ public final class Broker: Sendable {
             $0.isOpen = true
         }
         startRetentionTimer()
+        try startGroupCoordinator()
         logger.info("broker started", metadata: ["data": "\(configuration.dataDirectory)", "topics": "\(topics.count)"])
     }
 
@@ -125,6 +130,8 @@ public final class Broker: Sendable {
     public func shutdown() {
         if let c = clusterNode { return c.shutdown() }
         guard !isStopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // The coordinator holds its host, which holds this broker: let go of it.
+        groupsBox.withLock { $0 = nil }
         let partitions = registry.withLock { r -> [Partition] in
             r.isOpen = false
             return r.topics.values.flatMap(\.partitions)
@@ -240,6 +247,11 @@ public final class Broker: Sendable {
     public func createTopic(name: TopicName, partitions: Int32, replicationFactor: Int?, configs: [(String, String)]) throws(BrokerError) -> TopicDescription {
         precondition(clusterNode == nil, "in cluster mode use the completion form (it waits for the controller)")
         if name.isInternal { throw .invalidTopicName("topic names starting with '__' are reserved for internal topics") }
+        return try createTopicUnchecked(name: name, partitions: partitions, replicationFactor: replicationFactor, configs: configs)
+    }
+
+    /// `createTopic` without the reserved-name check: the broker's own internal topics.
+    func createTopicUnchecked(name: TopicName, partitions: Int32, replicationFactor: Int? = nil, configs: [(String, String)]) throws(BrokerError) -> TopicDescription {
         guard partitions >= 1 && partitions <= configuration.limits.partitionsPerTopicMax else {
             throw .invalidConfig("partitions must be in 1...\(configuration.limits.partitionsPerTopicMax), got \(partitions)")
         }
@@ -427,6 +439,16 @@ public final class Broker: Sendable {
     /// one partition chosen round-robin per request (Kafka's sticky partitioner, one batch per request).
     /// `completion` runs once: at once for acks=0/1, after the fsync for acks=all.
     public func produce(
+        topic: TopicName, records: [ProduceRecord], acks: Acks,
+        completion: @escaping @Sendable (Result<[RecordPlacement], BrokerError>) -> Void
+    ) {
+        // Internal topics are written by the broker alone: a client's record in __consumer_offsets
+        // would be a forged group change.
+        if topic.isInternal { return completion(.failure(.invalidTopicName("topic '\(topic)' is internal; only the broker writes to it"))) }
+        produceUnchecked(topic: topic, records: records, acks: acks, completion: completion)
+    }
+
+    func produceUnchecked(
         topic: TopicName, records: [ProduceRecord], acks: Acks,
         completion: @escaping @Sendable (Result<[RecordPlacement], BrokerError>) -> Void
     ) {

@@ -1,3 +1,4 @@
+import ClusterState
 import BrokerModel
 
 /// What a broker needs to start. `petrel serve` fills it from flags, environment and defaults.
@@ -10,6 +11,8 @@ public struct BrokerConfiguration: Sendable {
     public var limits = Limits.defaults
     /// Configs a new topic starts from (before the request's own `configs`).
     public var topicDefaults = TopicConfig()
+    /// Bounds on consumer groups (members, groups, assignment and commit sizes).
+    public var groupLimits = GroupLimits.defaults
     /// How often retention runs over every partition.
     public var retentionCheckIntervalMilliseconds: Int64 = 60_000
     public var version = "0.1.0"

@@ -34,7 +34,7 @@ extension ClusterNode {
         }
     }
 
-    private func whenLeadersKnown(_ name: TopicName, attempt: Int, then: @escaping @Sendable () -> Void) {
+    func whenLeadersKnown(_ name: TopicName, attempt: Int, then: @escaping @Sendable () -> Void) {
         let known = (try? describeTopic(name))?.partitions.allSatisfy { $0.leader.rawValue >= 0 } ?? true
         if known || attempt >= 100 { return then() }
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(50)) { self.whenLeadersKnown(name, attempt: attempt + 1, then: then) }

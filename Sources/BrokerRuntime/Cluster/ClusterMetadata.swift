@@ -26,6 +26,7 @@ extension ClusterNode {
 
     /// Committed metadata batches, in order, on the driver thread.
     func apply(_ entries: [RecordBatch], from replica: Replica) {
+        if replica.group.topic == GroupsTopic.name { return applyGroupEntries(entries, from: replica) }
         guard replica === metadataReplica else { return }
         var changed = false
         state.withLock { s in
@@ -171,7 +172,12 @@ extension ClusterNode {
         }
         var raft = RaftConfiguration(id: nodeID, randomSeed: UInt64.random(in: 0...UInt64.max))
         raft.electionTicks = cluster.electionTicks
-        raft.deliversCommittedEntries = false
+        // Only the group coordinator's partitions have a state machine to feed.
+        raft.deliversCommittedEntries = group.topic == GroupsTopic.name
+        if group.topic == GroupsTopic.name {
+            // A new replica replays its log from the start into a fresh state.
+            groupCoordinator?.resetPartition(group.partition.rawValue)
+        }
         let node = RaftNode(configuration: raft, storage: storage)
         return Replica(group: group, topicID: topic.id.rawValue,
                        state: ReplicaState(node: node, config: config, minInSyncReplicas: topic.minInSyncReplicas))
@@ -436,11 +442,14 @@ extension ClusterNode {
 final class Once<T: Sendable>: Sendable {
     private let completion: Mutex<(@Sendable (T) -> Void)?>
     init(_ completion: @escaping @Sendable (T) -> Void) { self.completion = Mutex(completion) }
-    func call(_ value: T) {
-        let c = completion.withLock { c in
+    func call(_ value: T) { claim()?(value) }
+
+    /// Takes the completion (nil if someone already did): lets a caller decide under its own lock
+    /// that its answer is the one, then call it outside.
+    func claim() -> (@Sendable (T) -> Void)? {
+        completion.withLock { c in
             defer { c = nil }
             return c
         }
-        c?(value)
     }
 }

@@ -31,6 +31,8 @@ final class ClusterNode: Sendable {
     let metrics: BrokerMetrics
     let advertisedPort: @Sendable () -> Int
     let metadataReplica: Replica
+    /// Set at start; let go of at shutdown (the coordinator's host holds this node).
+    let groupsBox = Mutex<GroupCoordinator?>(nil)
     private let tickerStopped = DispatchSemaphore(value: 0)
 
     static let metadataGroup = TopicPartition(TopicName("__cluster")!, PartitionID(0))
@@ -90,6 +92,7 @@ final class ClusterNode: Sendable {
 
     func start() throws(BrokerError) {
         try fileSystem.createDirectoryOrThrow(configuration.dataDirectory + "/topics")
+        startGroupCoordinator()
         try transport.start(handler: self)
         driver.start(host: self)
         // The metadata node re-delivers its committed log as Ready.committedEntries; replay happens
@@ -135,6 +138,7 @@ final class ClusterNode: Sendable {
                 try? s.storage.close()
             }
         }
+        groupsBox.withLock { $0 = nil }
         logger.info("cluster node stopped")
     }
 
@@ -167,6 +171,7 @@ final class ClusterNode: Sendable {
         if ticks % 5 == 2 { maintainRegistration() }
         if ticks % 10 == 7 { controllerDuties(ticks: ticks) }
         if ticks % 5 == 3 { driveReassignments() }
+        if ticks % 2 == 1 { groupCoordinator?.tick() }
         let retentionTicks = max(1, configuration.retentionCheckIntervalMilliseconds / Int64(cluster.tickMilliseconds))
         if ticks % retentionTicks == 0 { for r in replicas { driver.submit(.retention, to: r) } }
         runControllerQueue()
@@ -273,6 +278,11 @@ extension ClusterNode: PeerHandler {
                     try ClusterWire.decode(body) { (r: inout ByteReader) throws(DecodeError) in try ClusterWire.topicPartition(&r) }
                 }
                 reply(.success(PeerCall.encode(try localLeaderOffsets(group))))
+            case PeerCall.group:
+                let call = try GroupWire.decode(GroupCall.self, body)
+                guard let coordinator = groupCoordinator else { throw .shuttingDown }
+                // Served here or refused with notLeader: a forwarded group call is never forwarded again.
+                coordinator.handle(call) { result in reply(result.map { GroupWire.encode($0.wire) }) }
             case PeerCall.transfer:
                 let (group, target) = try decoding { () throws(DecodeError) in
                     try ClusterWire.decode(body) { (r: inout ByteReader) throws(DecodeError) in (try ClusterWire.topicPartition(&r), NodeID(try r.int32())) }

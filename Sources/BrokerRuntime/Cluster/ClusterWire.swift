@@ -124,6 +124,7 @@ enum PeerCall {
     static let metadata = "metadata"
     static let offsets = "offsets"
     static let transfer = "transfer"
+    static let group = "group"
 
     struct Produce {
         var group: TopicPartition

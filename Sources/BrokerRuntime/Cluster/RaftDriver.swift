@@ -193,6 +193,8 @@ final class RaftDriver: Sendable {
                 var becameLeader = false
                 if let soft = w.ready.softState {
                     becameLeader = soft.role == .leader && s.role != .leader
+                    if becameLeader { s.leaderTermStart = s.log.logEndOffset - 1 }
+                    if soft.role != .leader { s.leaderTermStart = Offset(Int64.max) }
                     s.role = soft.role
                     s.leader = soft.leader
                     s.term = soft.term

@@ -69,6 +69,9 @@ struct ReplicaState: ~Copyable {
     var role: RaftRole = .follower
     var leader: NodeID?
     var term: Term = .zero
+    /// While leading: the offset of this leader's first entry; every earlier leader's entry is
+    /// below it (the group coordinator waits until it has applied this far).
+    var leaderTermStart = Offset(Int64.max)
     /// Leader only: when each follower last had everything committed (wall clock, ms). Kafka's
     /// ISR rule in Raft terms: a follower is in sync while it caught up within `lagMaxMilliseconds`.
     var caughtUpAt: [NodeID: Int64] = [:]
