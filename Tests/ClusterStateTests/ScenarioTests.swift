@@ -12,9 +12,38 @@ enum ScenarioFiles {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Scenarios")
     }
 
-    static func names() -> [String] {
+    /// Metadata scenarios: every script except the consumer-group ones (`groups-*`).
+    static func names() -> [String] { allNames().filter { !$0.hasPrefix(groupPrefix) } }
+    /// Consumer-group scenarios, run by `GroupScenarioRunner`.
+    static func groupNames() -> [String] { allNames().filter { $0.hasPrefix(groupPrefix) } }
+    static let groupPrefix = "groups-"
+
+    static func allNames() -> [String] {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: bundleDirectory.path)) ?? []
         return files.filter { $0.hasSuffix(".txt") }.map { String($0.dropLast(4)) }.sorted()
+    }
+
+    /// Compares `transcript` with `<name>.golden`, or rewrites the golden file when
+    /// `PETREL_REGENERATE_GOLDEN=1`.
+    static func check(_ name: String, transcript: String) throws {
+        if ProcessInfo.processInfo.environment["PETREL_REGENERATE_GOLDEN"] == "1" {
+            let url = sourceDirectory.appendingPathComponent(name + ".golden")
+            try transcript.write(to: url, atomically: true, encoding: .utf8)
+            return
+        }
+        let goldenURL = bundleDirectory.appendingPathComponent(name + ".golden")
+        guard let golden = try? String(contentsOf: goldenURL, encoding: .utf8) else {
+            Issue.record("\(name).golden is missing; run with PETREL_REGENERATE_GOLDEN=1 to create it")
+            return
+        }
+        if golden != transcript {
+            let expected = golden.split(separator: "\n", omittingEmptySubsequences: false)
+            let actual = transcript.split(separator: "\n", omittingEmptySubsequences: false)
+            let line = (0..<min(expected.count, actual.count)).first { expected[$0] != actual[$0] } ?? min(expected.count, actual.count)
+            let want = line < expected.count ? String(expected[line]) : "<end>"
+            let got = line < actual.count ? String(actual[line]) : "<end>"
+            Issue.record("\(name): transcript differs from golden at line \(line + 1)\n  golden: \(want)\n  actual: \(got)")
+        }
     }
 }
 
@@ -29,23 +58,6 @@ enum ScenarioFiles {
         var runner = ScenarioRunner()
         let transcript = runner.run(script: script)
         #expect(runner.failures.isEmpty, "\(name): \(runner.failures)")
-        if ProcessInfo.processInfo.environment["PETREL_REGENERATE_GOLDEN"] == "1" {
-            let url = ScenarioFiles.sourceDirectory.appendingPathComponent(name + ".golden")
-            try transcript.write(to: url, atomically: true, encoding: .utf8)
-            return
-        }
-        let goldenURL = ScenarioFiles.bundleDirectory.appendingPathComponent(name + ".golden")
-        guard let golden = try? String(contentsOf: goldenURL, encoding: .utf8) else {
-            Issue.record("\(name).golden is missing; run with PETREL_REGENERATE_GOLDEN=1 to create it")
-            return
-        }
-        if golden != transcript {
-            let expected = golden.split(separator: "\n", omittingEmptySubsequences: false)
-            let actual = transcript.split(separator: "\n", omittingEmptySubsequences: false)
-            let line = (0..<min(expected.count, actual.count)).first { expected[$0] != actual[$0] } ?? min(expected.count, actual.count)
-            let want = line < expected.count ? String(expected[line]) : "<end>"
-            let got = line < actual.count ? String(actual[line]) : "<end>"
-            Issue.record("\(name): transcript differs from golden at line \(line + 1)\n  golden: \(want)\n  actual: \(got)")
-        }
+        try ScenarioFiles.check(name, transcript: transcript)
     }
 }

@@ -100,7 +100,8 @@ public struct ConsumerGroup: Equatable, Sendable {
 /// All groups of one coordinator partition.
 public struct GroupsState: Equatable, Sendable {
     public var groups: [GroupID: ConsumerGroup]
-    /// Offset of the last applied `__consumer_offsets` record (the shell sets it while applying).
+    /// Offset of the last applied `__consumer_offsets` record (set by `apply(_:offset:)`; not part
+    /// of what the records replicate).
     public var appliedOffset: Offset
 
     public init() {
@@ -156,7 +157,8 @@ public enum GroupCommand: Equatable, Sendable {
     /// A member leaves (a dynamic member's leaving rebalances the rest).
     case leave(group: GroupID, member: MemberID)
     /// The coordinator saw these members' sessions expire. Members no longer present are ignored
-    /// (idempotent); the rest are removed with one rebalance.
+    /// (idempotent; an unknown group too: no records, generation 0); the rest are removed with one
+    /// rebalance.
     case expireMembers(group: GroupID, members: [MemberID])
     /// A member changes its subscription (REST Proxy v2 `subscription`), or switches between
     /// subscription and manual assignment. Rebalances when the dynamic picture changes.
@@ -206,7 +208,8 @@ public enum GroupRecord: Equatable, Sendable {
     case memberJoined(group: GroupID, member: GroupMember, assignor: GroupAssignor, nextMemberNumber: Int64)
     case memberUpdated(group: GroupID, member: GroupMember)
     case memberRemoved(group: GroupID, member: MemberID)
-    /// A new generation and the whole assignment of the group.
+    /// A new generation and the whole assignment of the group: every member, manual members with
+    /// their own `manualPartitions`.
     case rebalanced(group: GroupID, generation: Int32, assignment: [MemberID: [TopicPartition]])
     case offsetCommitted(group: GroupID, partition: TopicPartition, offset: CommittedOffset)
     case groupDeleted(GroupID)
