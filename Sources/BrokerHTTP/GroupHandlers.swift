@@ -28,6 +28,10 @@ extension BrokerService {
                 maxBytes: try Self.integer(request, "max_bytes", default: 1 << 20, range: 1...limits.readBytesMax),
                 waitMilliseconds: try Self.integer(request, "wait_ms", default: 0, range: 0...limits.waitMillisecondsMax))
             let format = try Self.format(request)
+            let accept = request.header("Accept") ?? ""
+            if accept.contains("text/event-stream") || accept.contains(MediaType.ndjson) {
+                return try startGroupStream(accept.contains("text/event-stream") ? .sse : .ndjson, poll: poll, request: request, format: format, responder: responder)
+            }
             broker.pollGroup(poll) { result in
                 responder.respond(Self.answer(result) { (r: GroupPollResult) throws(DecodeError) -> [UInt8] in try Render.groupPoll(r, format: format) })
             }
@@ -65,6 +69,47 @@ extension BrokerService {
             }
         default:
             throw .notFound("no group operation \(operation.rawValue)")
+        }
+    }
+
+    /// SSE or NDJSON on a member's records (GroupStream.swift); settings as for partition streams,
+    /// plus `max_uncommitted`.
+    func startGroupStream(_ kind: PartitionStream.Kind, poll: GroupPollRequest, request: HTTPRequest, format: ValueFormat, responder: Responder) throws(BrokerError) {
+        let limits = broker.configuration.limits
+        var seeks: [MemberSeek] = []
+        if kind == .sse, let lastID = request.header("Last-Event-ID"), !lastID.trimmingSpaces().isEmpty {
+            guard let parsed = GroupStream.parseCursor(lastID.trimmingSpaces()) else {
+                throw .badRequest("Last-Event-ID must be a group stream cursor (topic/partition/offset,...), got '\(lastID)'")
+            }
+            seeks = parsed
+        }
+        let settings = GroupStream.Settings(
+            kind: kind,
+            batchLimit: try Self.integer(request, "batch_limit", default: poll.maxRecords, range: 1...limits.readRecordsMax),
+            // Rendering is never cut (positions already moved): keep one poll well inside the buffer.
+            batchMaxBytes: min(poll.maxBytes, limits.streamBufferBytes / 8),
+            flushTimeoutMilliseconds: try Self.integer(request, "batch_flush_timeout", default: 15, range: 1...3600) * 1000,
+            streamTimeoutMilliseconds: try Self.integer(request, "stream_timeout", default: 0, range: 0...limits.streamTimeoutSecondsMax) * 1000,
+            streamLimit: try Self.integer(request, "stream_limit", default: 0, range: 0...Int(Int32.max)),
+            maxUncommitted: try Self.integer(request, "max_uncommitted", default: 0, range: 0...Int(Int32.max)),
+            format: format)
+        guard openStreams.wrappingAdd(1, ordering: .relaxed).newValue <= limits.streamsMax else {
+            openStreams.wrappingSubtract(1, ordering: .relaxed)
+            throw .overloaded("too many open streams (\(limits.streamsMax)); retry later")
+        }
+        // The member must exist before a 200 goes out: an unknown one gets a plain 404.
+        let (group, member, resume) = (poll.group, poll.member, seeks)
+        broker.heartbeat(group, member: member) { [self] result in
+            if case .failure(let e) = result {
+                openStreams.wrappingSubtract(1, ordering: .relaxed)
+                return responder.respond(Self.failure(e))
+            }
+            let headers: [(name: String, value: String)] = kind == .sse
+                ? [(name: "Content-Type", value: "text/event-stream"), (name: "Cache-Control", value: "no-cache"), (name: "X-Accel-Buffering", value: "no")]
+                : [(name: "Content-Type", value: MediaType.ndjson), (name: "Cache-Control", value: "no-cache")]
+            let stream = responder.respondStreaming(status: 200, headers: headers, bufferBytesMax: limits.streamBufferBytes)
+            stream.onClose { [self] in openStreams.wrappingSubtract(1, ordering: .relaxed) }
+            GroupStream(broker: broker, group: group, member: member, settings: settings, stream: stream).start(resumeFrom: resume)
         }
     }
 

@@ -114,24 +114,11 @@ final class PartitionStream: Sendable {
         }
     }
 
-    /// Writes `bytes`, then runs `next`. When this one answer is larger than the free buffer (JSON
-    /// expands bytes), it waits for the client to take everything first. Nothing runs if the client
-    /// is gone.
     private func send(_ bytes: [UInt8], then next: @escaping @Sendable () -> Void) {
-        switch stream.write(bytes) {
-        case .accepted: next()
-        case .closed: return
-        case .bufferFull:
-            stream.whenDrained(below: 0) { [self] in
-                switch stream.write(bytes) {
-                case .accepted: next()
-                case .closed: return
-                case .bufferFull:
-                    // Larger than the whole buffer: the service sizes batchMaxBytes so this cannot happen.
-                    write(errorEvent(.payloadTooLarge("one batch is larger than the stream buffer; lower max_bytes")))
-                    finish()
-                }
-            }
+        stream.send(bytes, then: next) { [self] in
+            // Larger than the whole buffer: the service sizes batchMaxBytes so this cannot happen.
+            write(errorEvent(.payloadTooLarge("one batch is larger than the stream buffer; lower max_bytes")))
+            finish()
         }
     }
 

@@ -154,7 +154,23 @@ extension GroupCoordinator {
             // A rebalance while the reads ran: hand out nothing (positions stay, nothing is lost).
             guard view.generation == generation else { return (answer, .success(.poll(membership: view, reads: []))) }
             var delivered: [ReadResult] = []
-            for x in reads {
+            // Reads of several partitions may together pass max_records: the answer (and the
+            // positions) end at the record that reaches it.
+            var budget = r.maxRecords
+            for var x in reads {
+                guard budget > 0 else { break }
+                var count = 0
+                var cut: Offset?
+                try? x.forEachRecordView { (v: RecordView) throws(DecodeError) -> Bool in
+                    if count == budget {
+                        cut = v.offset
+                        return false
+                    }
+                    count += 1
+                    return true
+                }
+                if let cut { x.nextOffset = cut }
+                budget -= count
                 let tp = TopicPartition(x.topic, x.partition)
                 all[p]!.sessions[r.group]?[r.member]?.positions[tp] = x.nextOffset
                 if x.nextOffset > x.fromOffset {
