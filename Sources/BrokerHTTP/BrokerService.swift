@@ -198,6 +198,10 @@ public final class BrokerService: Sendable {
         case .listGroups, .describeGroup, .deleteGroup, .joinGroup, .leaveGroup, .heartbeatGroupMember, .pollGroupRecords,
              .commitGroupOffsets, .getGroupOffsets, .resetGroupOffsets:
             try dispatchGroup(operation, params, request, responder)
+        case .restProxyCreateConsumer, .restProxyDeleteConsumer, .restProxySubscribe, .restProxyGetSubscription, .restProxyUnsubscribe,
+             .restProxyAssign, .restProxyGetAssignments, .restProxyRecords, .restProxyCommitOffsets, .restProxyGetOffsets,
+             .restProxySeek, .restProxySeekBeginning, .restProxySeekEnd:
+            try dispatchV2Consumer(operation, params, request, responder)
         }
     }
 

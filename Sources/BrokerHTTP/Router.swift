@@ -15,6 +15,10 @@ public enum Operation: String, CaseIterable, Sendable {
     // Consumer groups (GroupHandlers.swift).
     case listGroups, describeGroup, deleteGroup, joinGroup, leaveGroup, heartbeatGroupMember, pollGroupRecords
     case commitGroupOffsets, getGroupOffsets, resetGroupOffsets
+    // Kafka REST Proxy v2 consumer instances (RestProxyV2Consumers.swift).
+    case restProxyCreateConsumer, restProxyDeleteConsumer, restProxySubscribe, restProxyGetSubscription, restProxyUnsubscribe
+    case restProxyAssign, restProxyGetAssignments, restProxyRecords, restProxyCommitOffsets, restProxyGetOffsets
+    case restProxySeek, restProxySeekBeginning, restProxySeekEnd
 
 }
 
@@ -69,6 +73,20 @@ public enum Router {
         Route(method: "POST", template: "/v1/groups/{group}/offsets", operation: .commitGroupOffsets),
         Route(method: "GET", template: "/v1/groups/{group}/offsets", operation: .getGroupOffsets),
         Route(method: "POST", template: "/v1/groups/{group}/offsets/reset", operation: .resetGroupOffsets),
+        // Kafka REST Proxy v2 consumer instances.
+        Route(method: "POST", template: "/consumers/{group}", operation: .restProxyCreateConsumer),
+        Route(method: "DELETE", template: "/consumers/{group}/instances/{instance}", operation: .restProxyDeleteConsumer),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/subscription", operation: .restProxySubscribe),
+        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/subscription", operation: .restProxyGetSubscription),
+        Route(method: "DELETE", template: "/consumers/{group}/instances/{instance}/subscription", operation: .restProxyUnsubscribe),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/assignments", operation: .restProxyAssign),
+        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/assignments", operation: .restProxyGetAssignments),
+        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/records", operation: .restProxyRecords),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/offsets", operation: .restProxyCommitOffsets),
+        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/offsets", operation: .restProxyGetOffsets),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/positions", operation: .restProxySeek),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/positions/beginning", operation: .restProxySeekBeginning),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/positions/end", operation: .restProxySeekEnd),
     ]
 
     public enum Match: Equatable {

@@ -13,6 +13,9 @@ public struct BrokerConfiguration: Sendable {
     public var topicDefaults = TopicConfig()
     /// Bounds on consumer groups (members, groups, assignment and commit sizes).
     public var groupLimits = GroupLimits.defaults
+    /// REST Proxy v2 consumer instances expire after this long without a request (Confluent's
+    /// consumer.instance.timeout.ms, 5 minutes).
+    public var restProxyInstanceTimeoutMilliseconds: Int64 = 300_000
     /// How often retention runs over every partition.
     public var retentionCheckIntervalMilliseconds: Int64 = 60_000
     public var version = "0.1.0"
