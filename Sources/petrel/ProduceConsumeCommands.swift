@@ -81,9 +81,13 @@ struct ConsumeCommand: ParsableCommand {
     @Option(name: [.customShort("n"), .customLong("max")], help: "Stop after this many records.") var max: Int?
     @Flag(name: .shortAndLong, help: "Keep waiting for new records (long-poll) instead of stopping at the end.") var follow = false
     @Flag(help: "Print whole records as JSON lines.") var json = false
+    @Option(name: .shortAndLong, help: "Consume as a member of this group (all partitions the group assigns; commits as it goes).") var group: String?
 
     func run() throws {
         let client = try options.client()
+        if let group {
+            return try GroupConsumer(client: client, group: group, topic: topic, offset: offset, max: max, follow: follow, json: json).run()
+        }
         client.timeoutMilliseconds = 60_000
         var next = offset
         var printed = 0

@@ -70,6 +70,11 @@ def test_readme_cli_session(broker, petrel_bin):
     assert [int(o) for _, o in keyed] == list(range(2500))
     assert out("--offset earliest").splitlines()[:2] == ["hello", "world"]
     assert "clicks" in out("topic describe")
+    # The group consumer read 100 records and committed them when it left.
+    assert len(out("--group readers").splitlines()) == 100, out("--group readers")[:300]
+    described = out("group describe")
+    assert '"group":"readers"' in described and '"state":"Empty"' in described, described[:500]
+    assert sum(p.get("committed_offset") or 0 for p in __import__("json").loads(described)["partitions"]) == 100, described[:800]
     assert re.search(r'"retention.bytes"\s*:\s*"1073741824"', out("topic alter")), out("topic alter")[:500]
     assert '"cluster_id"' in out("petrel cluster")
     assert broker.get("/v1/topics/clicks").status_code == 404
