@@ -362,6 +362,9 @@ final class GroupCoordinator: Sendable {
 
     /// Marks the member alive now (a poll, heartbeat or join).
     func touch(_ p: Int32, _ g: GroupID, _ m: MemberID, in all: inout [Int32: CoordinatorPartition]) {
+        // Only members the state knows have a session (a poll that ends after its member was
+        // removed must not leave one behind).
+        guard all[p]!.groups.groups[g]?.members[m] != nil else { return }
         let now = host.monotonicMilliseconds()
         var s = all[p]!.sessions[g]?[m] ?? MemberSession(now: now)
         s.lastSeenMilliseconds = now
