@@ -142,6 +142,8 @@ enum IdentifierText {
     static func problem(_ text: String, what: String, lengthMax: Int) -> String? {
         if text.isEmpty { return "\(what) must not be empty" }
         if text.utf8.count > lengthMax { return "\(what) is \(text.utf8.count) bytes; at most \(lengthMax) are allowed" }
+        // Clients and proxies remove dot segments from paths: such an id could never be addressed.
+        if text == "." || text == ".." { return "\(what) must not be '.' or '..'" }
         for byte in text.utf8 where !TopicName.isAllowed(byte) {
             return "\(what) may contain only ASCII letters, digits, '.', '_' and '-'"
         }

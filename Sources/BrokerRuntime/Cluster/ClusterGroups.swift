@@ -144,6 +144,20 @@ struct ClusterGroupHost: GroupCoordinatorHost {
         }
     }
 
+    func confirmLeadership(_ partition: Int32, completion: @escaping @Sendable (Result<Offset, BrokerError>) -> Void) {
+        let group = TopicPartition(GroupsTopic.name, PartitionID(partition))
+        guard let replica = node.replica(group) else { return completion(.failure(.notLeader("this broker holds no replica of \(group)", leader: nil))) }
+        let once = Once(completion)
+        let timeout = 3_000
+        let check = LeadershipCheck(id: UInt64.random(in: 1...UInt64.max), deadline: node.clock() + Int64(timeout), completion: { once.call($0) })
+        node.driver.submit(.confirmLeadership(check), to: replica)
+        // The driver fails a check past its deadline on the replica's next round; this covers a
+        // replica that has no more rounds (closed, or the broker stopping).
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(timeout + 1_000)) {
+            once.call(.failure(.notLeader("\(group): leadership was not confirmed in time", leader: nil)))
+        }
+    }
+
     func partitionCount(_ topic: TopicName) -> Int32? {
         node.state.withLock { s in s.metadata.topics[topic].map { Int32($0.partitions.count) } }
     }

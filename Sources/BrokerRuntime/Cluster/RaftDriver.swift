@@ -44,14 +44,17 @@ final class RaftDriver: Sendable {
     /// Adds an input for `replica` and schedules it. A proposal that cannot be queued fails at once.
     func submit(_ input: ReplicaInput, to replica: Replica) {
         var rejected: Proposal?
+        var rejectedCheck: LeadershipCheck?
         var closed: BrokerError?
         let enqueue = replica.state.withLock { s -> Bool in
             if let reason = s.closedReason {
                 if case .propose(let p) = input { rejected = p; closed = reason }
+                if case .confirmLeadership(let c) = input { rejectedCheck = c; closed = reason }
                 return false
             }
             if s.inbox.count >= Self.inboxMax {
                 if case .propose(let p) = input { rejected = p }
+                if case .confirmLeadership(let c) = input { rejectedCheck = c }
                 return false
             }
             s.inbox.append(input)
@@ -61,6 +64,10 @@ final class RaftDriver: Sendable {
         }
         if let rejected {
             rejected.completion(.failure(closed ?? .overloaded("too many writes are queued for \(replica.group); retry later")))
+            return
+        }
+        if let rejectedCheck {
+            rejectedCheck.completion(.failure(closed ?? .overloaded("too many requests are queued for \(replica.group); retry later")))
             return
         }
         if enqueue { schedule(replica) }
@@ -112,6 +119,7 @@ final class RaftDriver: Sendable {
                 s.inbox.removeAll(keepingCapacity: true)
                 if s.closedReason != nil {
                     for case .propose(let p) in inputs { failures.append((p.completion, s.closedReason!)) }
+                    for case .confirmLeadership(let c) in inputs { failures.append((c.completion, s.closedReason!)) }
                     return
                 }
                 for input in inputs {
@@ -131,7 +139,25 @@ final class RaftDriver: Sendable {
                             s.closedReason = .storage("retention on \(replica.group) failed: \(error)")
                         }
                     case .propose(let p): Self.propose(p, in: &s, now: now, failures: &failures, answers: &answers)
+                    case .confirmLeadership(let check):
+                        do throws(ProposalError) {
+                            try s.node.readIndex(context: check.id)
+                            s.leadershipChecks[check.id] = check
+                        } catch {
+                            let e: BrokerError = switch error {
+                            case .notLeader(let leader): .notLeader("this broker does not lead \(replica.group)", leader: leader)
+                            case .pendingReadsLimit: .overloaded("too many reads are waiting for \(replica.group) to confirm its leader; retry later")
+                            default: .notLeader("the leader of \(replica.group) is not ready yet (\(error)); retry", leader: nil)
+                            }
+                            failures.append((check.completion, e))
+                        }
                     }
+                }
+                // A check whose heartbeats were never acknowledged (a deposed or cut-off leader)
+                // fails after its deadline; the caller retries elsewhere.
+                for (id, check) in s.leadershipChecks where check.deadline <= now {
+                    s.leadershipChecks[id] = nil
+                    failures.append((check.completion, .notLeader("\(replica.group): a majority did not confirm this leader in time", leader: nil)))
                 }
                 guard s.closedReason == nil, s.node.hasReady else { return }
                 let ready = s.node.ready()
@@ -230,6 +256,13 @@ final class RaftDriver: Sendable {
                         }
                         return false
                     }
+                }
+                for r in w.ready.readStates {
+                    if let check = s.leadershipChecks.removeValue(forKey: r.context) { answers.append((check.completion, r.offset)) }
+                }
+                if s.role != .leader {
+                    for check in s.leadershipChecks.values { failures.append((check.completion, .notLeader("\(replica.group) changed leader", leader: s.leader))) }
+                    s.leadershipChecks.removeAll()
                 }
                 if !w.ready.committedEntries.isEmpty { applies.append((replica, w.ready.committedEntries)) }
                 if let failure = s.storage.readFailure {

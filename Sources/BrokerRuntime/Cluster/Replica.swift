@@ -31,6 +31,16 @@ enum ReplicaInput {
     case membership(MembershipChange)
     /// Retention: drop whole segments past retention.ms/retention.bytes, never past the commit.
     case retention
+    /// Confirm this replica still leads (Raft's read-index, dissertation §6.4): answered with the
+    /// commit offset once a majority acknowledged a heartbeat sent after the request.
+    case confirmLeadership(LeadershipCheck)
+}
+
+/// A read waiting for a quorum to confirm the leader. `id` is the read-index context.
+struct LeadershipCheck {
+    var id: UInt64
+    var deadline: Int64
+    var completion: @Sendable (Result<Offset, BrokerError>) -> Void
 }
 
 /// A client batch on its way into the leader's log.
@@ -76,6 +86,8 @@ struct ReplicaState: ~Copyable {
     /// ISR rule in Raft terms: a follower is in sync while it caught up within `lagMaxMilliseconds`.
     var caughtUpAt: [NodeID: Int64] = [:]
     static let lagMaxMilliseconds: Int64 = 5_000
+    /// Leadership checks waiting for their read state (bounded by the node's pendingReadsMax).
+    var leadershipChecks: [UInt64: LeadershipCheck] = [:]
 
     init(node: sending RaftNode<ReplicaStorage>, config: TopicConfig, minInSyncReplicas: Int) {
         self.node = node

@@ -152,6 +152,11 @@ struct LocalGroupHost: GroupCoordinatorHost {
 
     func coordinatorStatus(_ partition: Int32, applied: Offset) -> CoordinatorStatus { broker.isReady ? .ready : .notLeader(nil) }
 
+    /// One node leads everything it has, and applies each record before answering its write.
+    func confirmLeadership(_ partition: Int32, completion: @escaping @Sendable (Result<Offset, BrokerError>) -> Void) {
+        completion(.success(Offset(-1)))
+    }
+
     func partitionCount(_ topic: TopicName) -> Int32? { try? Int32(broker.describeTopic(topic).partitions.count) }
 
     func read(_ request: ReadRequest, completion: @escaping @Sendable (Result<ReadResult, BrokerError>) -> Void) { broker.read(request, completion: completion) }

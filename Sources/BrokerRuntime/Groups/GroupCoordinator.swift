@@ -13,6 +13,10 @@ protocol GroupCoordinatorHost: Sendable {
     func appendGroupRecords(_ partition: Int32, _ records: [GroupRecord], completion: @escaping @Sendable (Result<Offset, BrokerError>) -> Void)
     /// Whether this broker may coordinate the groups of `partition` now.
     func coordinatorStatus(_ partition: Int32, applied: Offset) -> CoordinatorStatus
+    /// Confirms that this broker still leads `partition` as of now (a majority acknowledged it after
+    /// the call: a leader paused or cut off since cannot pass) and answers the commit offset the
+    /// state must have applied before serving.
+    func confirmLeadership(_ partition: Int32, completion: @escaping @Sendable (Result<Offset, BrokerError>) -> Void)
     func partitionCount(_ topic: TopicName) -> Int32?
     func read(_ request: ReadRequest, completion: @escaping @Sendable (Result<ReadResult, BrokerError>) -> Void)
     func partitionOffsets(_ partition: TopicPartition) throws(BrokerError) -> PartitionOffsets
@@ -214,6 +218,24 @@ final class GroupCoordinator: Sendable {
         return counts
     }
 
+    /// Runs `body` once this broker is confirmed as the coordinator of `p` and has applied
+    /// everything committed when it was confirmed: what it then serves is never older than a
+    /// change some other broker already acknowledged (no stale reads from a deposed coordinator).
+    func whenConfirmed(_ p: Int32, failure: @escaping @Sendable (BrokerError) -> Void, _ body: @escaping @Sendable () -> Void) {
+        host.confirmLeadership(p) { [self] result in
+            switch result {
+            case .failure(let e): failure(e)
+            case .success(let commit):
+                let now = partitions.withLock { all -> Bool in
+                    if all[p]!.groups.appliedOffset >= commit { return true }
+                    all[p]!.waiting.append((commit, [body]))
+                    return false
+                }
+                if now { body() }
+            }
+        }
+    }
+
     // MARK: - applying the log
 
     /// Forgets everything about `p` (a replica of it was opened anew and replays its log).
@@ -382,7 +404,8 @@ extension GroupError {
         case .staleGeneration: .staleGeneration(description)
         case .notAssigned, .groupNotEmpty, .groupHasMembers, .inconsistentAssignor: .illegalState(description)
         case .unknownTopicPartition, .invalid: .unprocessable(description)
-        case .limitExceeded: .overloaded(description)
+        // A request past a limit cannot succeed by being sent again: 422, not 429.
+        case .limitExceeded: .unprocessable(description)
         }
     }
 }

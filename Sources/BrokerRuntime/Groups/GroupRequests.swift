@@ -53,7 +53,7 @@ extension GroupCoordinator {
 
     private func whenReady(_ p: Int32, _ completion: @escaping Answer, _ body: @escaping @Sendable () -> Void) {
         switch status(p) {
-        case .ready: body()
+        case .ready: whenConfirmed(p, failure: { completion(.failure($0)) }, body)
         case .loading: completion(.failure(.notLeader("the group coordinator is loading its state; retry", leader: nil)))
         case .notLeader(let leader): completion(.failure(.notLeader("this broker does not coordinate the group", leader: leader)))
         }
