@@ -22,14 +22,7 @@ public final class BrokerService: Sendable {
 
     /// Renders errors produced by the HTTP server itself (413, malformed requests, shutdown).
     public static let errorBody: @Sendable (Int, String) -> (contentType: String, body: [UInt8]) = { status, message in
-        let code = status * 100 + 1
-        var w = JSONWriter()
-        w.raw("{\"error_code\":")
-        w.int(code)
-        w.raw(",\"message\":")
-        w.string(message)
-        w.raw("}")
-        return ("application/json", w.bytes)
+        ("application/json", Render.error(code: status * 100 + 1, message: message))
     }
 
     func handle(_ request: HTTPRequest, _ responder: Responder) {
