@@ -178,6 +178,9 @@ public final class BrokerService: Sendable {
             try openProduceWebSocket(params, request, responder)
         case .consumeWebSocket:
             try openConsumeWebSocket(params, request, responder)
+        case .v2GetRoot, .v2ListBrokers, .v2ListTopics, .v2GetTopic, .v2ListPartitions, .v2GetPartition, .v2GetPartitionOffsets,
+            .v2ProduceToTopic, .v2ProduceToPartition, .v2CreateTopic:
+            restProxyV2(operation, params, request, responder)
         case .getPartitionOffsets:
             let topic = try Self.topic(params)
             let partition = try Self.partition(params)

@@ -12,6 +12,9 @@ public enum Operation: String, CaseIterable, Sendable {
     case produceWebSocket, consumeWebSocket
     // Replica placement (cluster mode).
     case reassignPartition, cancelReassignment, rebalanceReplicas, decommissionBroker, unregisterBroker
+    // The Kafka REST Proxy v2 dialect (RestProxyV2.swift), beside /v1.
+    case v2GetRoot, v2ListBrokers, v2ListTopics, v2GetTopic, v2ListPartitions, v2GetPartition, v2GetPartitionOffsets
+    case v2ProduceToTopic, v2ProduceToPartition, v2CreateTopic
 }
 
 public struct Route: Sendable {
@@ -54,6 +57,17 @@ public enum Router {
         Route(method: "POST", template: "/v1/cluster/rebalance", operation: .rebalanceReplicas),
         Route(method: "POST", template: "/v1/brokers/{broker}/decommission", operation: .decommissionBroker),
         Route(method: "DELETE", template: "/v1/brokers/{broker}", operation: .unregisterBroker),
+        // The Kafka REST Proxy v2 dialect (Confluent REST Proxy and the Strimzi bridge).
+        Route(method: "GET", template: "/", operation: .v2GetRoot),
+        Route(method: "GET", template: "/brokers", operation: .v2ListBrokers),
+        Route(method: "GET", template: "/topics", operation: .v2ListTopics),
+        Route(method: "GET", template: "/topics/{topic}", operation: .v2GetTopic),
+        Route(method: "POST", template: "/topics/{topic}", operation: .v2ProduceToTopic),
+        Route(method: "GET", template: "/topics/{topic}/partitions", operation: .v2ListPartitions),
+        Route(method: "GET", template: "/topics/{topic}/partitions/{partition}", operation: .v2GetPartition),
+        Route(method: "POST", template: "/topics/{topic}/partitions/{partition}", operation: .v2ProduceToPartition),
+        Route(method: "GET", template: "/topics/{topic}/partitions/{partition}/offsets", operation: .v2GetPartitionOffsets),
+        Route(method: "POST", template: "/admin/topics", operation: .v2CreateTopic),
     ]
 
     public enum Match: Equatable {
