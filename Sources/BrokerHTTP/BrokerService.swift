@@ -162,14 +162,8 @@ public final class BrokerService: Sendable {
             }
             if operation == .decommissionBroker { broker.decommissionBroker(NodeID(id), completion: answer) } else { broker.unregisterBroker(NodeID(id), completion: answer) }
         case .getPartition:
-            let topic = try Self.topic(params)
-            let partition = try Self.partition(params)
-            let description = try broker.describeTopic(topic)
-            guard let p = description.partitions.first(where: { $0.partition == partition }) else {
-                throw .unknownPartition(topic: topic.rawValue, partition: partition.rawValue, partitionCount: Int32(description.partitions.count))
-            }
             var w = JSONWriter()
-            Render.partition(p, into: &w)
+            Render.partition(try partitionDescription(params), into: &w)
             responder.respond(Self.json(200, w.bytes))
         case .readRecords:
             try read(params, request, responder)
@@ -304,6 +298,17 @@ public final class BrokerService: Sendable {
         try ProduceParsing.partition(params["partition"] ?? "")
     }
 
+    /// The path's partition as the broker describes it (404 40401 / 40402 when there is none).
+    func partitionDescription(_ params: [String: String]) throws(BrokerError) -> PartitionDescription {
+        let topic = try Self.topic(params)
+        let partition = try Self.partition(params)
+        let description = try broker.describeTopic(topic)
+        guard let p = description.partitions.first(where: { $0.partition == partition }) else {
+            throw .unknownPartition(topic: topic.rawValue, partition: partition.rawValue, partitionCount: Int32(description.partitions.count))
+        }
+        return p
+    }
+
     /// Checks a stream's start offset before the stream or socket opens, so a bad one gets a plain
     /// JSON error (416 naming the valid range) instead of a stream that ends at once.
     func checkStart(_ offset: OffsetSpec, topic: TopicName, partition: PartitionID) throws(BrokerError) {
@@ -351,7 +356,8 @@ public final class BrokerService: Sendable {
 
     static func jsonObject(_ request: HTTPRequest) throws(BrokerError) -> JSONNode {
         let media = MediaType(request.header("Content-Type"))
-        guard media.essence == MediaType.json || media.essence.isEmpty || media.essence == MediaType.form else {
+        // REST Proxy v2 clients send their vendor type on bodies without embedded data.
+        guard media.essence == MediaType.json || media.essence == RestProxyV2.mediaType || media.essence.isEmpty || media.essence == MediaType.form else {
             throw .unsupportedMediaType("this operation takes application/json, got '\(request.header("Content-Type") ?? "")'")
         }
         let node: JSONNode

@@ -76,7 +76,7 @@ extension BrokerService {
                 answer(200, RenderV2.partitions(try broker.describeTopic(try Self.topic(params)).partitions))
             case .v2GetPartition:
                 var w = JSONWriter()
-                RenderV2.partition(try v2Partition(params), into: &w)
+                RenderV2.partition(try partitionDescription(params), into: &w)
                 answer(200, w.bytes)
             case .v2GetPartitionOffsets:
                 let offsets = try broker.offsets(topic: try Self.topic(params), partition: try Self.partition(params))
@@ -84,7 +84,7 @@ extension BrokerService {
             case .v2ProduceToTopic:
                 try v2Produce(topic: try Self.topic(params), partition: nil, request, contentType: contentType, responder)
             case .v2ProduceToPartition:
-                let partition = try v2Partition(params).partition
+                let partition = try partitionDescription(params).partition
                 try v2Produce(topic: try Self.topic(params), partition: partition, request, contentType: contentType, responder)
             case .v2CreateTopic:
                 try v2CreateTopic(request, contentType: contentType, responder)
@@ -98,17 +98,6 @@ extension BrokerService {
         } catch {
             responder.respond(RestProxyV2Failure(.storage("unexpected error: \(error)")).response(contentType: contentType))
         }
-    }
-
-    /// The path's partition, which must exist (404 40401 / 40402 otherwise).
-    func v2Partition(_ params: [String: String]) throws(BrokerError) -> PartitionDescription {
-        let topic = try Self.topic(params)
-        let partition = try Self.partition(params)
-        let description = try broker.describeTopic(topic)
-        guard let p = description.partitions.first(where: { $0.partition == partition }) else {
-            throw .unknownPartition(topic: topic.rawValue, partition: partition.rawValue, partitionCount: Int32(description.partitions.count))
-        }
-        return p
     }
 
     /// Produce, the v2 way: 200 with one `offsets` entry per record. A record whose explicit
@@ -155,14 +144,8 @@ extension BrokerService {
     /// same façade call as `POST /v1/topics` (in a cluster it waits for the controller). 201 with the
     /// topic as `GET /topics/{t}` shows it.
     func v2CreateTopic(_ request: HTTPRequest, contentType: String, _ responder: Responder) throws {
-        let essence = MediaType(request.header("Content-Type")).essence
-        guard essence.isEmpty || essence == MediaType.json || essence == RestProxyV2.mediaType || essence == MediaType.form else {
-            throw BrokerError.unsupportedMediaType("this operation takes application/vnd.kafka.v2+json or application/json, got '\(request.header("Content-Type") ?? "")'")
-        }
-        let body: JSONNode
-        do { body = try JSONParser.parse(request.body) } catch { throw BrokerError.badRequest("request body is not valid JSON: \(error)") }
-        guard let members = body.objectValue else { throw BrokerError.badRequest("request body must be a JSON object, got \(body.typeName)") }
-        for (key, _) in members where !["topic_name", "partitions_count", "replication_factor"].contains(key) {
+        let body = try Self.jsonObject(request)
+        for (key, _) in body.objectValue ?? [] where !["topic_name", "partitions_count", "replication_factor"].contains(key) {
             throw BrokerError.badRequest("unknown field \"\(key)\"; a topic takes \"topic_name\", \"partitions_count\" and \"replication_factor\"")
         }
         guard let nameText = body["topic_name"]?.stringValue else { throw BrokerError.badRequest("\"topic_name\" (a string) is required") }
