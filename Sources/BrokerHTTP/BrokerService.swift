@@ -22,14 +22,7 @@ public final class BrokerService: Sendable {
 
     /// Renders errors produced by the HTTP server itself (413, malformed requests, shutdown).
     public static let errorBody: @Sendable (Int, String) -> (contentType: String, body: [UInt8]) = { status, message in
-        let code = status * 100 + 1
-        var w = JSONWriter()
-        w.raw("{\"error_code\":")
-        w.int(code)
-        w.raw(",\"message\":")
-        w.string(message)
-        w.raw("}")
-        return ("application/json", w.bytes)
+        ("application/json", Render.error(code: status * 100 + 1, message: message))
     }
 
     func handle(_ request: HTTPRequest, _ responder: Responder) {
@@ -169,14 +162,8 @@ public final class BrokerService: Sendable {
             }
             if operation == .decommissionBroker { broker.decommissionBroker(NodeID(id), completion: answer) } else { broker.unregisterBroker(NodeID(id), completion: answer) }
         case .getPartition:
-            let topic = try Self.topic(params)
-            let partition = try Self.partition(params)
-            let description = try broker.describeTopic(topic)
-            guard let p = description.partitions.first(where: { $0.partition == partition }) else {
-                throw .unknownPartition(topic: topic.rawValue, partition: partition.rawValue, partitionCount: Int32(description.partitions.count))
-            }
             var w = JSONWriter()
-            Render.partition(p, into: &w)
+            Render.partition(try partitionDescription(params), into: &w)
             responder.respond(Self.json(200, w.bytes))
         case .readRecords:
             try read(params, request, responder)
@@ -185,6 +172,9 @@ public final class BrokerService: Sendable {
             try openProduceWebSocket(params, request, responder)
         case .consumeWebSocket:
             try openConsumeWebSocket(params, request, responder)
+        case .v2GetRoot, .v2ListBrokers, .v2ListTopics, .v2GetTopic, .v2ListPartitions, .v2GetPartition, .v2GetPartitionOffsets,
+            .v2ProduceToTopic, .v2ProduceToPartition, .v2CreateTopic:
+            restProxyV2(operation, params, request, responder)
         case .getPartitionOffsets:
             let topic = try Self.topic(params)
             let partition = try Self.partition(params)
@@ -198,9 +188,9 @@ public final class BrokerService: Sendable {
         case .listGroups, .describeGroup, .deleteGroup, .joinGroup, .leaveGroup, .heartbeatGroupMember, .pollGroupRecords,
              .commitGroupOffsets, .getGroupOffsets, .resetGroupOffsets:
             try dispatchGroup(operation, params, request, responder)
-        case .restProxyCreateConsumer, .restProxyDeleteConsumer, .restProxySubscribe, .restProxyGetSubscription, .restProxyUnsubscribe,
-             .restProxyAssign, .restProxyGetAssignments, .restProxyRecords, .restProxyCommitOffsets, .restProxyGetOffsets,
-             .restProxySeek, .restProxySeekBeginning, .restProxySeekEnd:
+        case .v2CreateConsumer, .v2DeleteConsumer, .v2Subscribe, .v2GetSubscription, .v2Unsubscribe,
+             .v2Assign, .v2GetAssignments, .v2Records, .v2CommitOffsets, .v2GetOffsets,
+             .v2Seek, .v2SeekBeginning, .v2SeekEnd:
             try dispatchV2Consumer(operation, params, request, responder)
         }
     }
@@ -315,6 +305,17 @@ public final class BrokerService: Sendable {
         try ProduceParsing.partition(params["partition"] ?? "")
     }
 
+    /// The path's partition as the broker describes it (404 40401 / 40402 when there is none).
+    func partitionDescription(_ params: [String: String]) throws(BrokerError) -> PartitionDescription {
+        let topic = try Self.topic(params)
+        let partition = try Self.partition(params)
+        let description = try broker.describeTopic(topic)
+        guard let p = description.partitions.first(where: { $0.partition == partition }) else {
+            throw .unknownPartition(topic: topic.rawValue, partition: partition.rawValue, partitionCount: Int32(description.partitions.count))
+        }
+        return p
+    }
+
     /// Checks a stream's start offset before the stream or socket opens, so a bad one gets a plain
     /// JSON error (416 naming the valid range) instead of a stream that ends at once.
     func checkStart(_ offset: OffsetSpec, topic: TopicName, partition: PartitionID) throws(BrokerError) {
@@ -362,7 +363,8 @@ public final class BrokerService: Sendable {
 
     static func jsonObject(_ request: HTTPRequest) throws(BrokerError) -> JSONNode {
         let media = MediaType(request.header("Content-Type"))
-        guard media.essence == MediaType.json || media.essence.isEmpty || media.essence == MediaType.form else {
+        // REST Proxy v2 clients send their vendor type on bodies without embedded data.
+        guard media.essence == MediaType.json || media.essence == RestProxyV2.mediaType || media.essence.isEmpty || media.essence == MediaType.form else {
             throw .unsupportedMediaType("this operation takes application/json, got '\(request.header("Content-Type") ?? "")'")
         }
         let node: JSONNode

@@ -51,16 +51,23 @@ enum ProduceParsing {
     }
 
     static func jsonRecords(_ body: [UInt8]) throws(BrokerError) -> [ProduceRecord] {
+        let items = try recordItems(body)
+        var out: [ProduceRecord] = []
+        out.reserveCapacity(items.count)
+        for (i, item) in items.enumerated() { out.append(try record(item, body: body, context: "records[\(i)]")) }
+        return out
+    }
+
+    /// The record objects of a `{"records":[...]}` body (at least one), not yet checked one by one.
+    /// Shared with the REST Proxy v2 dialect, whose records differ but whose envelope is the same.
+    static func recordItems(_ body: [UInt8]) throws(BrokerError) -> [JSONNode] {
         let root: JSONNode
         do { root = try JSONParser.parse(body) } catch { throw .badRequest("request body is not valid JSON: \(error)") }
         guard root.objectValue != nil else { throw .badRequest("request body must be a JSON object {\"records\":[...]}, got \(root.typeName)") }
         guard let list = root["records"] else { throw .badRequest("request body needs a \"records\" array") }
         guard let items = list.arrayValue else { throw .badRequest("\"records\" must be an array, got \(list.typeName)") }
         guard !items.isEmpty else { throw .badRequest("\"records\" must hold at least one record") }
-        var out: [ProduceRecord] = []
-        out.reserveCapacity(items.count)
-        for (i, item) in items.enumerated() { out.append(try record(item, body: body, context: "records[\(i)]")) }
-        return out
+        return items
     }
 
     static func ndjsonRecords(_ body: [UInt8]) throws(BrokerError) -> [ProduceRecord] {

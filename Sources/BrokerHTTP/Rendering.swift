@@ -14,12 +14,15 @@ public enum ValueFormat: String, Sendable {
 /// JSON renderings of the broker's answers. Hand-written into one buffer because the read path
 /// renders hundreds of thousands of records per second.
 enum Render {
-    static func error(_ e: BrokerError) -> [UInt8] {
+    static func error(_ e: BrokerError) -> [UInt8] { error(code: e.errorCode, message: e.message) }
+
+    /// `{"error_code","message"}`: also the REST Proxy v2 dialect's codes that have no `BrokerError`.
+    static func error(code: Int, message: String) -> [UInt8] {
         var w = JSONWriter(capacity: 128)
         w.raw("{\"error_code\":")
-        w.int(e.errorCode)
+        w.int(code)
         w.raw(",\"message\":")
-        w.string(e.message)
+        w.string(message)
         w.raw("}")
         return w.bytes
     }
@@ -216,15 +219,22 @@ enum Render {
             if i > 0 { w.raw(",") }
             partition(p, into: &w)
         }
-        w.raw("],\"configs\":{")
-        for (i, (name, value)) in t.config.entries.enumerated() {
+        w.raw("],\"configs\":")
+        configs(t.config, into: &w)
+        w.raw("}")
+        return w.bytes
+    }
+
+    /// `{"name":"value",...}`, every value a string (as Kafka's admin API shows them).
+    static func configs(_ config: TopicConfig, into w: inout JSONWriter) {
+        w.raw("{")
+        for (i, (name, value)) in config.entries.enumerated() {
             if i > 0 { w.raw(",") }
             w.string(name)
             w.raw(":")
             w.string(value)
         }
-        w.raw("}}")
-        return w.bytes
+        w.raw("}")
     }
 
     static func partition(_ p: PartitionDescription, into w: inout JSONWriter) {

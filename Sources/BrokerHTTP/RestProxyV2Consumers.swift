@@ -14,23 +14,19 @@ import MicroHTTP
 extension BrokerService {
     enum V2Dialect: String { case confluent, strimzi }
 
-    enum V2Format: String {
-        case binary, json, text
+    typealias V2Format = RestProxyV2Produce.Format
 
-        var mediaType: String { "application/vnd.kafka.\(rawValue).v2+json" }
-    }
-
-    static let v2MediaType = "application/vnd.kafka.v2+json"
+    static let v2MediaType = RestProxyV2.mediaType
     static let v2Properties = (format: "v2.format", dialect: "v2.dialect", timeout: "v2.request_timeout_ms")
 
     func dispatchV2Consumer(_ operation: Operation, _ params: [String: String], _ request: HTTPRequest, _ responder: Responder) throws(BrokerError) {
         let group = try Self.group(params)
-        if operation == .restProxyCreateConsumer { return try createV2Consumer(group, request, responder) }
+        if operation == .v2CreateConsumer { return try createV2Consumer(group, request, responder) }
         let instance = try MemberID.validate(params["instance"] ?? "", what: "consumer instance name").get()
         switch operation {
-        case .restProxyDeleteConsumer:
+        case .v2DeleteConsumer:
             broker.leaveGroup(group, member: instance) { result in responder.respond(Self.v2NoContent(result)) }
-        case .restProxySubscribe:
+        case .v2Subscribe:
             let body = try Self.v2Body(request)
             var topics = try Self.topicList(body["topics"], "topics", limit: broker.configuration.groupLimits.topicsPerMemberMax)
             if let pattern = body["topic_pattern"]?.stringValue {
@@ -50,7 +46,7 @@ extension BrokerService {
                     responder.respond(Self.v2NoContent(result.map { _ in () }))
                 }
             }
-        case .restProxyGetSubscription:
+        case .v2GetSubscription:
             withMembership(group, instance, responder) { m in
                 var w = JSONWriter(capacity: 64)
                 w.raw("{\"topics\":[")
@@ -61,11 +57,11 @@ extension BrokerService {
                 w.raw("]}")
                 responder.respond(Self.v2JSON(200, w.bytes))
             }
-        case .restProxyUnsubscribe:
+        case .v2Unsubscribe:
             broker.updateSubscription(group, member: instance, topics: [], manualPartitions: []) { result in
                 responder.respond(Self.v2NoContent(result.map { _ in () }))
             }
-        case .restProxyAssign:
+        case .v2Assign:
             let body = try Self.v2Body(request)
             let partitions = try Self.partitionList(body["partitions"], "partitions", limit: broker.configuration.groupLimits.assignmentPartitionsMax)
             withMembership(group, instance, responder) { [self] m in
@@ -76,7 +72,7 @@ extension BrokerService {
                     responder.respond(Self.v2NoContent(result.map { _ in () }))
                 }
             }
-        case .restProxyGetAssignments:
+        case .v2GetAssignments:
             withMembership(group, instance, responder) { m in
                 var w = JSONWriter(capacity: 64)
                 w.raw("{\"partitions\":")
@@ -84,11 +80,11 @@ extension BrokerService {
                 w.raw("}")
                 responder.respond(Self.v2JSON(200, w.bytes))
             }
-        case .restProxyRecords:
+        case .v2Records:
             try v2Records(group, instance, request, responder)
-        case .restProxyCommitOffsets:
+        case .v2CommitOffsets:
             try v2Commit(group, instance, request, responder)
-        case .restProxyGetOffsets:
+        case .v2GetOffsets:
             let body = try Self.v2Body(request)
             let partitions = try Self.partitionList(body["partitions"], "partitions", limit: broker.configuration.groupLimits.commitOffsetsMax)
             broker.groupOffsets(group, member: nil, partitions: partitions) { result in
@@ -112,7 +108,7 @@ extension BrokerService {
                     return w.bytes
                 })
             }
-        case .restProxySeek:
+        case .v2Seek:
             let body = try Self.v2Body(request)
             var seeks: [MemberSeek] = []
             if let offsets = body["offsets"], !offsets.isNull {
@@ -129,10 +125,10 @@ extension BrokerService {
             }
             guard !seeks.isEmpty else { throw .badRequest("\"offsets\" (or \"timestamps\") must list at least one partition") }
             broker.seekMember(group, member: instance, positions: seeks) { result in responder.respond(Self.v2NoContent(result)) }
-        case .restProxySeekBeginning, .restProxySeekEnd:
+        case .v2SeekBeginning, .v2SeekEnd:
             let body = try Self.v2Body(request)
             let tps = try Self.partitionList(body["partitions"], "partitions", limit: broker.configuration.groupLimits.assignmentPartitionsMax)
-            let position: SeekPosition = operation == .restProxySeekBeginning ? .beginning : .end
+            let position: SeekPosition = operation == .v2SeekBeginning ? .beginning : .end
             broker.seekMember(group, member: instance, positions: tps.map { MemberSeek(partition: $0, position: position) }) { result in
                 responder.respond(Self.v2NoContent(result))
             }
@@ -346,4 +342,9 @@ extension BrokerService {
         case .text: Render.field(name, bytes, format: .text, into: &w)
         }
     }
+}
+
+extension RestProxyV2Produce.Format {
+    /// The `Accept` a consumer instance of this format is fetched with.
+    var mediaType: String { "application/vnd.kafka.\(rawValue).v2+json" }
 }

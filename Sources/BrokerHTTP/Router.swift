@@ -16,10 +16,13 @@ public enum Operation: String, CaseIterable, Sendable {
     case listGroups, describeGroup, deleteGroup, joinGroup, leaveGroup, heartbeatGroupMember, pollGroupRecords
     case commitGroupOffsets, getGroupOffsets, resetGroupOffsets
     // Kafka REST Proxy v2 consumer instances (RestProxyV2Consumers.swift).
-    case restProxyCreateConsumer, restProxyDeleteConsumer, restProxySubscribe, restProxyGetSubscription, restProxyUnsubscribe
-    case restProxyAssign, restProxyGetAssignments, restProxyRecords, restProxyCommitOffsets, restProxyGetOffsets
-    case restProxySeek, restProxySeekBeginning, restProxySeekEnd
+    case v2CreateConsumer, v2DeleteConsumer, v2Subscribe, v2GetSubscription, v2Unsubscribe
+    case v2Assign, v2GetAssignments, v2Records, v2CommitOffsets, v2GetOffsets
+    case v2Seek, v2SeekBeginning, v2SeekEnd
 
+    // The Kafka REST Proxy v2 dialect (RestProxyV2.swift), beside /v1.
+    case v2GetRoot, v2ListBrokers, v2ListTopics, v2GetTopic, v2ListPartitions, v2GetPartition, v2GetPartitionOffsets
+    case v2ProduceToTopic, v2ProduceToPartition, v2CreateTopic
 }
 
 public struct Route: Sendable {
@@ -74,19 +77,30 @@ public enum Router {
         Route(method: "GET", template: "/v1/groups/{group}/offsets", operation: .getGroupOffsets),
         Route(method: "POST", template: "/v1/groups/{group}/offsets/reset", operation: .resetGroupOffsets),
         // Kafka REST Proxy v2 consumer instances.
-        Route(method: "POST", template: "/consumers/{group}", operation: .restProxyCreateConsumer),
-        Route(method: "DELETE", template: "/consumers/{group}/instances/{instance}", operation: .restProxyDeleteConsumer),
-        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/subscription", operation: .restProxySubscribe),
-        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/subscription", operation: .restProxyGetSubscription),
-        Route(method: "DELETE", template: "/consumers/{group}/instances/{instance}/subscription", operation: .restProxyUnsubscribe),
-        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/assignments", operation: .restProxyAssign),
-        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/assignments", operation: .restProxyGetAssignments),
-        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/records", operation: .restProxyRecords),
-        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/offsets", operation: .restProxyCommitOffsets),
-        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/offsets", operation: .restProxyGetOffsets),
-        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/positions", operation: .restProxySeek),
-        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/positions/beginning", operation: .restProxySeekBeginning),
-        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/positions/end", operation: .restProxySeekEnd),
+        Route(method: "POST", template: "/consumers/{group}", operation: .v2CreateConsumer),
+        Route(method: "DELETE", template: "/consumers/{group}/instances/{instance}", operation: .v2DeleteConsumer),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/subscription", operation: .v2Subscribe),
+        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/subscription", operation: .v2GetSubscription),
+        Route(method: "DELETE", template: "/consumers/{group}/instances/{instance}/subscription", operation: .v2Unsubscribe),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/assignments", operation: .v2Assign),
+        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/assignments", operation: .v2GetAssignments),
+        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/records", operation: .v2Records),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/offsets", operation: .v2CommitOffsets),
+        Route(method: "GET", template: "/consumers/{group}/instances/{instance}/offsets", operation: .v2GetOffsets),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/positions", operation: .v2Seek),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/positions/beginning", operation: .v2SeekBeginning),
+        Route(method: "POST", template: "/consumers/{group}/instances/{instance}/positions/end", operation: .v2SeekEnd),
+        // The Kafka REST Proxy v2 dialect (Confluent REST Proxy and the Strimzi bridge).
+        Route(method: "GET", template: "/", operation: .v2GetRoot),
+        Route(method: "GET", template: "/brokers", operation: .v2ListBrokers),
+        Route(method: "GET", template: "/topics", operation: .v2ListTopics),
+        Route(method: "GET", template: "/topics/{topic}", operation: .v2GetTopic),
+        Route(method: "POST", template: "/topics/{topic}", operation: .v2ProduceToTopic),
+        Route(method: "GET", template: "/topics/{topic}/partitions", operation: .v2ListPartitions),
+        Route(method: "GET", template: "/topics/{topic}/partitions/{partition}", operation: .v2GetPartition),
+        Route(method: "POST", template: "/topics/{topic}/partitions/{partition}", operation: .v2ProduceToPartition),
+        Route(method: "GET", template: "/topics/{topic}/partitions/{partition}/offsets", operation: .v2GetPartitionOffsets),
+        Route(method: "POST", template: "/admin/topics", operation: .v2CreateTopic),
     ]
 
     public enum Match: Equatable {

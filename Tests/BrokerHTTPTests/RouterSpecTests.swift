@@ -117,10 +117,24 @@ import Testing
     }
 
     @Test func unknownPathsAreNotFound() {
-        #expect(Router.match(method: "GET", segments: []) == .notFound)
+        #expect(Router.match(method: "GET", segments: ["nope"]) == .notFound)
         #expect(Router.match(method: "GET", segments: ["v2", "topics"]) == .notFound)
         #expect(Router.match(method: "GET", segments: ["v1", "topics", "orders", "partitions"]) == .notFound)
         #expect(Router.match(method: "GET", segments: ["v1", "topics", "orders", "partitions", "0", "records", "x"]) == .notFound)
+    }
+
+    @Test func restProxyV2PathsSitBesideV1() {
+        #expect(Router.match(method: "GET", segments: []) == .found(.v2GetRoot, [:]))
+        #expect(Router.match(method: "GET", segments: ["topics"]) == .found(.v2ListTopics, [:]))
+        #expect(Router.match(method: "POST", segments: ["topics", "orders"]) == .found(.v2ProduceToTopic, ["topic": "orders"]))
+        #expect(Router.match(method: "POST", segments: ["topics", "orders", "partitions", "2"])
+            == .found(.v2ProduceToPartition, ["topic": "orders", "partition": "2"]))
+        #expect(Router.match(method: "GET", segments: ["topics", "orders", "partitions", "2", "offsets"])
+            == .found(.v2GetPartitionOffsets, ["topic": "orders", "partition": "2"]))
+        #expect(Router.match(method: "DELETE", segments: ["topics", "orders"]) == .methodNotAllowed(["GET", "POST"]))
+        #expect(Router.match(method: "GET", segments: ["admin", "topics"]) == .methodNotAllowed(["POST"]))
+        // The v1 paths are untouched.
+        #expect(Router.match(method: "GET", segments: ["v1", "topics", "orders"]) == .found(.getTopic, ["topic": "orders"]))
     }
 
     @Test func headIsServedAsGet() {

@@ -141,7 +141,7 @@ CASES = [
     ("method-post-read", "POST", f"/v1/topics/{TOPIC}/partitions/0/records", "text/plain", "v", 405),
     ("unknown-path", "GET", "/v2/topics", None, None, 404),
     ("unknown-subpath", "GET", f"/v1/topics/{TOPIC}/partitions/0/nope", None, None, 404),
-    ("root-path", "GET", "/", None, None, 404),
+    ("unknown-top-level-path", "GET", "/nope", None, None, 404),  # "/" itself is the REST Proxy v2 root
     # topic administration
     ("create-bad-config-value", "POST", "/v1/topics", "application/json", '{"name":"c1","configs":{"retention.ms":"abc"}}', 422),
     ("create-unknown-config", "POST", "/v1/topics", "application/json", '{"name":"c2","configs":{"colour":"red"}}', 422),
