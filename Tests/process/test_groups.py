@@ -634,3 +634,46 @@ def test_dot_segment_ids_are_refused(bad_broker):
         assert_error(r, 400)
     r = bad_broker.post("/v1/groups/dots/members", json={"topics": ["t"], "member_name": ".."})
     assert_error(r, 400)
+
+
+def test_subscription_follows_topic_creation_and_growth(broker):
+    # Subscribing to a topic that does not exist yet is allowed (Kafka too): nothing is assigned ...
+    m = join(broker, "later", topics=["future"], auto_offset_reset="earliest")
+    assert m["assignment"] == []
+    broker.create_topic("future", partitions=2)
+    produce(broker, "future", [{"value": "f0", "partition": 0}, {"value": "f1", "partition": 1}])
+    # ... until the topic exists: the coordinator notices and rebalances.
+    last = {}
+
+    def assigned(n):
+        last["page"] = poll(broker, "later", m["member_id"], wait_ms=300)
+        last.setdefault("records", []).extend(last["page"]["records"])
+        return len(last["page"]["assignment"]) == n
+    wait_until(lambda: assigned(2), 30, interval=0, what="the new topic's partitions to be assigned")
+    assert last["page"]["generation"] > m["generation"]
+    # Growing the topic adds its new partitions to the assignment too.
+    r = broker.patch("/v1/topics/future", json={"partitions": 3})
+    assert r.status_code == 200, r.text
+    wait_until(lambda: assigned(3), 30, interval=0, what="the grown topic's new partition to be assigned")
+    produce(broker, "future", [{"value": "f2", "partition": 2}])
+    wait_until(lambda: assigned(3) and {"f0", "f1", "f2"} <= {x["value"] for x in last["records"]}, 30, interval=0,
+               what="records of every partition")
+
+
+def test_leave_ends_a_parked_poll(broker):
+    broker.create_topic("t", partitions=1)
+    m = join(broker, "lp", topics=["t"])
+    answer = {}
+
+    def long_poll():
+        answer["r"] = broker.get(f"/v1/groups/lp/members/{m['member_id']}/records", params={"wait_ms": 60000},
+                                 timeout=BIG_TIMEOUT)
+    t = threading.Thread(target=long_poll, daemon=True)
+    t.start()
+    assert broker.wait_parked(1, timeout=30), "the long poll never parked"
+    assert broker.delete(f"/v1/groups/lp/members/{m['member_id']}").status_code == 204
+    t.join(timeout=BIG_TIMEOUT / 2)
+    assert not t.is_alive(), "leaving did not end the member's parked poll"
+    assert assert_error(answer["r"], 404)["error_code"] == 40403
+    # A group exists while it has members or committed offsets: this one had neither left.
+    assert assert_error(broker.get("/v1/groups/lp"), 404)["error_code"] == 40405
