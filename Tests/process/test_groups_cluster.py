@@ -572,3 +572,53 @@ def test_any_broker_routing(shared_cluster):
     for n in (n1, n2, n3):
         d = stable_describe(n, group)
         assert d["state"] == "Empty" and d["members"] == [] and d["generation"] == 2
+
+
+# -- 5 ------------------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="broker bug (reported): a deposed coordinator serves stale group reads. "
+                   "ClusterGroups.coordinatorStatus is 'ready' while the local Raft role is leader (no lease or "
+                   "read-index check), so a coordinator that was SIGSTOPped while another broker took over and "
+                   "committed answers GET /v1/groups/{g}/offsets with the old offset after SIGCONT: the committed "
+                   "offset seen by a client goes back")
+def test_deposed_coordinator_serves_no_stale_offsets(make_cluster):
+    cluster = make_cluster(3)
+    cluster.create_topic("dp", partitions=1, replication_factor=3, via=1)
+    cluster.wait_leaders("dp", 1)
+    ok(call(cluster.node(1), "POST", "/v1/topics/dp/records", json={"records": [{"value": str(i)} for i in range(100)]}))
+    group = "deposed"
+    entry = lambda o: {"offsets": [{"topic": "dp", "partition": 0, "offset": o}]}  # noqa: E731
+    ok(call(cluster.node(1), "POST", f"/v1/groups/{group}/offsets", json=entry(10)))
+    old = ok(call(cluster.node(1), "GET", f"/v1/groups/{group}"))["coordinator"]
+    x, y = [cluster.node(i) for i in (1, 2, 3) if i != old]
+    cluster.pause(old)
+    try:
+        # Another broker takes over and acknowledges a newer commit.
+        assert ok(call(x, "POST", f"/v1/groups/{group}/offsets", retry_for=90, json=entry(50))) == {"committed": 1}
+        assert offsets_of(y, group) == {0: 50}
+        # Reads that reach the old coordinator while it is stopped are answered once it runs again.
+        answers: list = []
+
+        def ask():
+            try:
+                answers.append(requests.get(f"{cluster.node(old).url}/v1/groups/{group}/offsets", timeout=30))
+            except requests.RequestException as e:
+                answers.append(e)
+        askers = [threading.Thread(target=ask, daemon=True) for _ in range(3)]
+        for t in askers:
+            t.start()
+        time.sleep(0.5)
+    finally:
+        cluster.resume(old)
+    for t in askers:
+        t.join(timeout=40)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        ask()
+        time.sleep(0.1)
+    seen = []
+    for r in answers:
+        if isinstance(r, requests.Response) and r.status_code == 200:
+            seen.append({o["partition"]: o["offset"] for o in r.json()["offsets"]}.get(0))
+    print(f"offsets answered by the old coordinator (node {old}) after SIGCONT: {seen}")
+    assert seen and all(o == 50 for o in seen), f"committed offset 50 was acknowledged; node {old} answered {seen}"
