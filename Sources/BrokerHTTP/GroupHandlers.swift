@@ -192,6 +192,9 @@ extension BrokerService {
             var metadata = ""
             if let m = item["metadata"], !m.isNull {
                 guard let text = m.stringValue else { throw .badRequest("\"metadata\" must be a string") }
+                guard text.utf8.count <= limits.metadataBytesMax else {
+                    throw .unprocessable("\"metadata\" is \(text.utf8.count) bytes; at most \(limits.metadataBytesMax) are allowed")
+                }
                 metadata = text
             }
             out.append(CommittedOffsetEntry(partition: tp, offset: Offset(o), metadata: metadata))
@@ -213,6 +216,9 @@ extension BrokerService {
         }
         if let c = body["client_id"], !c.isNull {
             guard let text = c.stringValue else { throw .badRequest("\"client_id\" must be a string") }
+            guard text.utf8.count <= limits.clientIDBytesMax else {
+                throw .unprocessable("\"client_id\" is \(text.utf8.count) bytes; at most \(limits.clientIDBytesMax) are allowed")
+            }
             join.clientID = text
         }
         if let t = body["session_timeout_ms"], !t.isNull {
