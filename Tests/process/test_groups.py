@@ -625,9 +625,6 @@ def test_group_body_media_type_and_size(bad_broker):
     assert "bad" not in [g["group"] for g in bad_broker.get("/v1/groups").json()["groups"]]
 
 
-@pytest.mark.xfail(strict=True, reason="broker bug (reported): group and member ids may be '.' or '..' (GroupID/MemberID "
-                   "accept the topic alphabet but not the topic rule against dot-segments), which URL clients remove "
-                   "from paths, so such a group or member cannot be addressed by curl or requests")
 def test_dot_segment_ids_are_refused(bad_broker):
     for path in ("/v1/groups/%2e%2e", "/v1/groups/./offsets", "/v1/groups/bad/members/%2e%2e/heartbeat"):
         r = bad_broker.raw("GET" if "heartbeat" not in path else "POST", path)

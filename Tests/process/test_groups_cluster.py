@@ -576,11 +576,6 @@ def test_any_broker_routing(shared_cluster):
 
 # -- 5 ------------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="broker bug (reported): a deposed coordinator serves stale group reads. "
-                   "ClusterGroups.coordinatorStatus is 'ready' while the local Raft role is leader (no lease or "
-                   "read-index check), so a coordinator that was SIGSTOPped while another broker took over and "
-                   "committed answers GET /v1/groups/{g}/offsets with the old offset after SIGCONT: the committed "
-                   "offset seen by a client goes back")
 def test_deposed_coordinator_serves_no_stale_offsets(make_cluster):
     cluster = make_cluster(3)
     cluster.create_topic("dp", partitions=1, replication_factor=3, via=1)
