@@ -48,6 +48,9 @@ extension BrokerService {
             let group = try Self.group(params)
             let member = try request.queryValue("member_id").map { text throws(BrokerError) in try MemberID.validate(text, what: "member_id").get() }
             var partitions: [TopicPartition]?
+            if request.queryValue("partition") != nil && request.queryValue("topic") == nil {
+                throw .badRequest("?partition= needs ?topic= as well")
+            }
             if let t = request.queryValue("topic") {
                 let topic = try TopicName.validate(t).get()
                 if let p = request.queryValue("partition") {

@@ -185,4 +185,5 @@ import Testing
             try committed(c[coordinator], g)[tp(0)] == 2
         }
     }
+
 }
