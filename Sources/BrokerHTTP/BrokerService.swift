@@ -185,6 +185,8 @@ public final class BrokerService: Sendable {
             try openProduceWebSocket(params, request, responder)
         case .consumeWebSocket:
             try openConsumeWebSocket(params, request, responder)
+        case .groupWebSocket:
+            try openGroupWebSocket(params, request, responder)
         case .getPartitionOffsets:
             let topic = try Self.topic(params)
             let partition = try Self.partition(params)

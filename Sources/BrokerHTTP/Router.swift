@@ -15,6 +15,8 @@ public enum Operation: String, CaseIterable, Sendable {
     // Consumer groups (GroupHandlers.swift).
     case listGroups, describeGroup, deleteGroup, joinGroup, leaveGroup, heartbeatGroupMember, pollGroupRecords
     case commitGroupOffsets, getGroupOffsets, resetGroupOffsets
+    // A group member over one WebSocket (GroupWebSocket.swift).
+    case groupWebSocket
 
 }
 
@@ -69,6 +71,7 @@ public enum Router {
         Route(method: "POST", template: "/v1/groups/{group}/offsets", operation: .commitGroupOffsets),
         Route(method: "GET", template: "/v1/groups/{group}/offsets", operation: .getGroupOffsets),
         Route(method: "POST", template: "/v1/groups/{group}/offsets/reset", operation: .resetGroupOffsets),
+        Route(method: "GET", template: "/v1/groups/{group}/ws", operation: .groupWebSocket),
     ]
 
     public enum Match: Equatable {
