@@ -454,3 +454,25 @@ def test_clients_that_never_read_leave_memory_bounded(wsb):
             s.close()
     for i in range(6):
         assert wait_no_members(wsb, f"stall-{i}")
+
+
+def test_sigterm_closes_group_sockets_with_1001_and_exits_zero(broker):
+    broker.create_topic("bye", partitions=2)
+    sockets = []
+    for i in range(3):
+        s = RawSocket(broker, "/v1/groups/bye-g/ws")
+        s.send_json({"type": "join", "topics": ["bye"]})
+        s.send_json({"type": "credit", "records": 100})  # a poll is parked on each
+        sockets.append(s)
+    for s in sockets:
+        op, payload = s.read_frame()
+        assert json.loads(payload)["type"] == "joined"
+    time.sleep(0.3)
+    code = broker.terminate()
+    try:
+        for s in sockets:
+            assert s.close_code() == 1001
+    finally:
+        for s in sockets:
+            s.close()
+    assert code == 0
