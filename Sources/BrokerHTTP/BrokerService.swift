@@ -175,6 +175,8 @@ public final class BrokerService: Sendable {
         case .v2GetRoot, .v2ListBrokers, .v2ListTopics, .v2GetTopic, .v2ListPartitions, .v2GetPartition, .v2GetPartitionOffsets,
             .v2ProduceToTopic, .v2ProduceToPartition, .v2CreateTopic:
             restProxyV2(operation, params, request, responder)
+        case .groupWebSocket:
+            try openGroupWebSocket(params, request, responder)
         case .getPartitionOffsets:
             let topic = try Self.topic(params)
             let partition = try Self.partition(params)

@@ -19,6 +19,8 @@ public enum Operation: String, CaseIterable, Sendable {
     case v2CreateConsumer, v2DeleteConsumer, v2Subscribe, v2GetSubscription, v2Unsubscribe
     case v2Assign, v2GetAssignments, v2Records, v2CommitOffsets, v2GetOffsets
     case v2Seek, v2SeekBeginning, v2SeekEnd
+    // A group member over one WebSocket (GroupWebSocket.swift).
+    case groupWebSocket
 
     // The Kafka REST Proxy v2 dialect (RestProxyV2.swift), beside /v1.
     case v2GetRoot, v2ListBrokers, v2ListTopics, v2GetTopic, v2ListPartitions, v2GetPartition, v2GetPartitionOffsets
@@ -101,6 +103,7 @@ public enum Router {
         Route(method: "POST", template: "/topics/{topic}/partitions/{partition}", operation: .v2ProduceToPartition),
         Route(method: "GET", template: "/topics/{topic}/partitions/{partition}/offsets", operation: .v2GetPartitionOffsets),
         Route(method: "POST", template: "/admin/topics", operation: .v2CreateTopic),
+        Route(method: "GET", template: "/v1/groups/{group}/ws", operation: .groupWebSocket),
     ]
 
     public enum Match: Equatable {

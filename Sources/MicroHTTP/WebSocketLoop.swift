@@ -277,6 +277,14 @@ final class WebSocketLoop: @unchecked Sendable {  // mutable state: `sockets` (l
             case .ping(let payload):
                 let drained = connection.state.withLock { state -> (@Sendable () -> Void)? in
                     guard state.phase == .open else { return nil }
+                    // Pongs count against the send buffer like data: a client that floods pings and
+                    // never reads would otherwise grow it without bound (127 bytes per ping).
+                    if state.pendingBytes + 2 + payload.count > connection.limits.sendBufferBytesMax {
+                        connection.queueControlLocked(&state, .close, WebSocketClose(code: .policyViolation, reason: "send buffer full").encoded())
+                        state.phase = .closing(since: Self.now())
+                        state.localClose = (.policyViolation, "send buffer full")
+                        return connection.flushLocked(&state)
+                    }
                     connection.queueControlLocked(&state, .pong, payload)
                     return connection.flushLocked(&state)
                 }

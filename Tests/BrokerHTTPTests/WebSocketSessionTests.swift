@@ -246,4 +246,60 @@ final class WebSocketSessionClient {
         let error = try #require(try consumer.readJSON())
         #expect(error["type"] as? String == "error")
     }
+
+    /// The group socket: join, records only within credit, commits (and a stale generation is an
+    /// error, not a close), a second member's join pushes a rebalance, and closing leaves at once.
+    @Test func groupSocketJoinsConsumesCommitsAndLeavesOnClose() throws {
+        let harness = try WebSocketHarness()
+        try harness.createTopic("events", partitions: 2)
+        let producer = try WebSocketSessionClient(port: harness.server.port, path: "/v1/topics/events/ws")
+        let records = (0..<20).map { #"{"value":"v\#($0)","partition":\#($0 % 2)}"# }.joined(separator: ",")
+        try producer.send(text: #"{"type":"produce","id":1,"records":[\#(records)]}"#)
+        #expect(try producer.readJSON()?["type"] as? String == "ack")
+
+        let first = try WebSocketSessionClient(port: harness.server.port, path: "/v1/groups/g1/ws")
+        #expect(first.status == 101)
+        try first.send(text: #"{"type":"commit"}"#)
+        #expect(try first.readJSON()?["error_code"] as? Int == 40903)  // not joined yet
+        try first.send(text: #"{"type":"join","topics":["events"],"auto_offset_reset":"earliest","auto_commit":false}"#)
+        try first.send(text: #"{"type":"credit","records":5}"#)
+        let joined = try #require(try first.readJSON())
+        #expect(joined["type"] as? String == "joined")
+        #expect((joined["assignment"] as? [Any])?.count == 2)
+        let generation = try #require(joined["generation"] as? Int)
+        var got: [[String: Any]] = []
+        while got.count < 5 {
+            let m = try #require(try first.readJSON())
+            #expect(m["type"] as? String == "records")
+            #expect(m["generation"] as? Int == generation)
+            got += try #require(m["records"] as? [[String: Any]])
+        }
+        #expect(got.count == 5)  // exactly the credit
+        try first.send(text: #"{"type":"commit","id":"c1"}"#)
+        let committed = try #require(try first.readJSON())
+        #expect(committed["type"] as? String == "committed")
+        #expect(committed["id"] as? String == "c1")
+        let total = (committed["offsets"] as? [[String: Any]] ?? []).compactMap { $0["offset"] as? Int }.reduce(0, +)
+        #expect(total == 5)  // next offsets after the 5 records sent, summed over partitions
+        try first.send(text: #"{"type":"commit","id":"old","generation":\#(generation - 1),"offsets":[{"topic":"events","partition":0,"offset":1}]}"#)
+        let stale = try #require(try first.readJSON())
+        #expect(stale["error_code"] as? Int == 40904)
+        #expect(stale["id"] as? String == "old")
+
+        // A second member joins: the first learns the rebalance (through its heartbeat: no credit).
+        let second = try WebSocketSessionClient(port: harness.server.port, path: "/v1/groups/g1/ws")
+        try second.send(text: #"{"type":"join","topics":["events"],"auto_offset_reset":"earliest","auto_commit":false}"#)
+        let secondJoined = try #require(try second.readJSON())
+        #expect((secondJoined["assignment"] as? [Any])?.count == 1)
+        let rebalance = try #require(try first.readJSON())
+        #expect(rebalance["type"] as? String == "rebalance")
+        #expect((rebalance["assignment"] as? [Any])?.count == 1)
+        #expect(rebalance["generation"] as? Int ?? 0 > generation)
+
+        // The second closes: the group rebalances at once and the first gets both partitions back.
+        try second.sendRaw(WebSocketFrame(opcode: .close, payload: WebSocketClose(code: .normalClosure).encoded()).serialized(maskingKey: (1, 2, 3, 4)))
+        let back = try #require(try first.readJSON())
+        #expect(back["type"] as? String == "rebalance")
+        #expect((back["assignment"] as? [Any])?.count == 2)
+    }
 }

@@ -293,6 +293,28 @@ func startWebSocketServer(
         #expect(handler.closedCode.withLock { $0 } == 1008)
     }
 
+    /// Pongs are queued for the client too: one that floods pings and never reads the pongs must hit
+    /// the send buffer limit (1008), not grow the server's memory by 127 bytes per ping.
+    @Test func pingFloodFromAClientThatNeverReadsIsBounded() throws {
+        let handler = EchoSocketHandler()
+        var limits = WebSocketLimits()
+        limits.sendBufferBytesMax = 64 * 1024
+        limits.closeTimeoutSeconds = 0.3
+        let server = try startWebSocketServer(limits: limits, handler: handler)
+        defer { server.stop(timeoutSeconds: 1) }
+        let client = try WebSocketTestClient(port: server.port, receiveBufferBytes: 4096)
+        #expect(try client.handshake().status == 101)
+        let ping = WebSocketFrame(opcode: .ping, payload: [UInt8](repeating: 0x70, count: 125)).serialized(maskingKey: (1, 2, 3, 4))
+        let burst = Array([[UInt8]](repeating: ping, count: 1_000).joined())
+        // 20 MB of pongs would be owed; the server gives up long before (a send then fails: fine).
+        for _ in 0..<150 {
+            if (try? client.sendRaw(burst)) == nil { break }
+            if !handler.closeCodes.isEmpty { break }
+        }
+        waitFor { !handler.closeCodes.isEmpty }
+        #expect(handler.closeCodes == [1008])
+    }
+
     @Test func unansweredPingsDropTheClient() throws {
         let handler = EchoSocketHandler()
         var limits = WebSocketLimits()

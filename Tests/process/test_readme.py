@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -187,3 +188,13 @@ def test_readme_python_examples(broker):
     values = [x["value"] for x in broker.read("orders", 0)["records"]]
     if any("m0" in b for b in blocks):
         assert values[:3] == ["m0", "m1", "m2"], values
+    # The group WebSocket example read them as member of `billing`, committed and left by closing.
+    if any("/v1/groups/billing/ws" in b for b in blocks):
+        for _ in range(50):  # the leave follows the close by a moment
+            d = broker.get("/v1/groups/billing").json()
+            if d["members"] == []:
+                break
+            time.sleep(0.1)
+        assert d["members"] == [], d
+        committed = {(p["topic"], p["partition"]): p["committed_offset"] for p in d["partitions"]}
+        assert committed.get(("orders", 0)) == 3, d
