@@ -327,21 +327,31 @@ extension Render {
         var w = JSONWriter(capacity: 64 + offsets.count * 64)
         w.raw("{\"group\":")
         w.string(group.rawValue)
-        w.raw(",\"offsets\":[")
-        for (i, o) in offsets.enumerated() {
+        w.raw(",\"offsets\":")
+        offsetList(offsets.map { ($0.partition, $0.offset?.rawValue, $0.metadata) }, missing: "null", into: &w)
+        w.raw("}")
+        return w.bytes
+    }
+
+    /// `[{"topic","partition","offset"[,"metadata"]}]`; `missing` is written for an absent offset,
+    /// and `metadata` only where the entry has some (nil).
+    static func offsetList(_ entries: [(TopicPartition, Int64?, String?)], missing: StaticString, into w: inout JSONWriter) {
+        w.raw("[")
+        for (i, (tp, offset, metadata)) in entries.enumerated() {
             if i > 0 { w.raw(",") }
             w.raw("{\"topic\":")
-            w.string(o.partition.topic.rawValue)
+            w.string(tp.topic.rawValue)
             w.raw(",\"partition\":")
-            w.int(Int64(o.partition.partition.rawValue))
+            w.int(Int64(tp.partition.rawValue))
             w.raw(",\"offset\":")
-            if let x = o.offset { w.int(x.rawValue) } else { w.raw("null") }
-            w.raw(",\"metadata\":")
-            w.string(o.metadata)
+            if let offset { w.int(offset) } else { w.raw(missing) }
+            if let metadata {
+                w.raw(",\"metadata\":")
+                w.string(metadata)
+            }
             w.raw("}")
         }
-        w.raw("]}")
-        return w.bytes
+        w.raw("]")
     }
 
     static func group(_ d: GroupDescription) -> [UInt8] {

@@ -107,13 +107,7 @@ final class GroupSocket: WebSocketHandler {
         let body = Array(text.utf8)
         var id: [UInt8] = Array("null".utf8)
         do throws(BrokerError) {
-            let node: JSONNode
-            do { node = try JSONParser.parse(body) } catch { throw .badRequest("message is not valid JSON: \(error)") }
-            guard node.objectValue != nil else { throw .badRequest("message must be a JSON object, got \(node.typeName)") }
-            if let idNode = node["id"] {
-                guard idNode.arrayValue == nil && idNode.objectValue == nil else { throw .badRequest("\"id\" must be a string or a number") }
-                id = Array(body[idNode.range])
-            }
+            let node = try ProduceSocket.message(body, id: &id)
             switch node["type"]?.stringValue {
             case "join": try join(node, on: connection)
             case "credit": try credit(node)
@@ -177,14 +171,7 @@ final class GroupSocket: WebSocketHandler {
     }
 
     private func credit(_ node: JSONNode) throws(BrokerError) {
-        func amount(_ name: String) throws(BrokerError) -> Int? {
-            guard let field = node[name] else { return nil }
-            guard let value = field.int64Value, value >= 0 else { throw .badRequest("\"\(name)\" must be a non-negative integer") }
-            return Int(min(value, Int64(ConsumeSocket.creditMax)))
-        }
-        let records = try amount("records")
-        let bytes = try amount("bytes")
-        guard records != nil || bytes != nil else { throw .badRequest("a credit message needs \"records\" and/or \"bytes\"") }
+        let (records, bytes) = try ConsumeSocket.creditGrant(node)
         state.withLock { state in
             if let records { state.creditRecords = min(ConsumeSocket.creditMax, (state.creditRecords ?? 0) + records) }
             if let bytes { state.creditBytes = min(ConsumeSocket.creditMax, (state.creditBytes ?? 0) + bytes) }
@@ -395,18 +382,9 @@ final class GroupSocket: WebSocketHandler {
         w.raw(id)
         w.raw(",\"generation\":")
         w.int(Int64(generation))
-        w.raw(",\"offsets\":[")
-        for (i, o) in offsets.enumerated() {
-            if i > 0 { w.raw(",") }
-            w.raw("{\"topic\":")
-            w.string(o.partition.topic.rawValue)
-            w.raw(",\"partition\":")
-            w.int(Int64(o.partition.partition.rawValue))
-            w.raw(",\"offset\":")
-            w.int(o.offset.rawValue)
-            w.raw("}")
-        }
-        w.raw("]}")
+        w.raw(",\"offsets\":")
+        Render.offsetList(offsets.map { ($0.partition, $0.offset.rawValue, nil) }, missing: "null", into: &w)
+        w.raw("}")
         return String(decoding: w.bytes, as: UTF8.self)
     }
 

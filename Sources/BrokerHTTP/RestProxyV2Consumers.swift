@@ -90,21 +90,10 @@ extension BrokerService {
             broker.groupOffsets(group, member: nil, partitions: partitions) { result in
                 responder.respond(Self.v2Answer(result) { offsets in
                     var w = JSONWriter(capacity: 64 + offsets.count * 64)
-                    w.raw("{\"offsets\":[")
-                    for (i, o) in offsets.enumerated() {
-                        if i > 0 { w.raw(",") }
-                        w.raw("{\"topic\":")
-                        w.string(o.partition.topic.rawValue)
-                        w.raw(",\"partition\":")
-                        w.int(Int64(o.partition.partition.rawValue))
-                        w.raw(",\"offset\":")
-                        // Kafka's "no committed offset" is -1.
-                        w.int(o.offset?.rawValue ?? -1)
-                        w.raw(",\"metadata\":")
-                        w.string(o.metadata)
-                        w.raw("}")
-                    }
-                    w.raw("]}")
+                    w.raw("{\"offsets\":")
+                    // Kafka's "no committed offset" is -1.
+                    Render.offsetList(offsets.map { ($0.partition, $0.offset?.rawValue, $0.metadata) }, missing: "-1", into: &w)
+                    w.raw("}")
                     return w.bytes
                 })
             }

@@ -76,14 +76,7 @@ final class ConsumeSocket: WebSocketHandler {
             let node: JSONNode
             do { node = try JSONParser.parse(body) } catch { throw .badRequest("message is not valid JSON: \(error)") }
             guard node["type"]?.stringValue == "credit" else { throw .badRequest("\"type\" must be \"credit\"") }
-            func amount(_ name: String) throws(BrokerError) -> Int? {
-                guard let field = node[name] else { return nil }
-                guard let value = field.int64Value, value >= 0 else { throw .badRequest("\"\(name)\" must be a non-negative integer") }
-                return Int(min(value, Int64(Self.creditMax)))
-            }
-            let records = try amount("records")
-            let bytes = try amount("bytes")
-            guard records != nil || bytes != nil else { throw .badRequest("a credit message needs \"records\" and/or \"bytes\"") }
+            let (records, bytes) = try Self.creditGrant(node)
             state.withLock { state in
                 if let records { state.creditRecords = min(Self.creditMax, (state.creditRecords ?? 0) + records) }
                 if let bytes { state.creditBytes = min(Self.creditMax, (state.creditBytes ?? 0) + bytes) }
@@ -206,5 +199,21 @@ extension BrokerService {
         if responder.upgradeToWebSocket(request, limits: socketLimits, handler: session) != .upgrading {
             openStreams.wrappingSubtract(1, ordering: .relaxed)
         }
+    }
+}
+
+extension ConsumeSocket {
+    /// A credit message's `records` and/or `bytes` (non-negative, capped at `creditMax`); the
+    /// partition and group sockets take credit the same way.
+    static func creditGrant(_ node: JSONNode) throws(BrokerError) -> (records: Int?, bytes: Int?) {
+        func amount(_ name: String) throws(BrokerError) -> Int? {
+            guard let field = node[name] else { return nil }
+            guard let value = field.int64Value, value >= 0 else { throw .badRequest("\"\(name)\" must be a non-negative integer") }
+            return Int(min(value, Int64(creditMax)))
+        }
+        let records = try amount("records")
+        let bytes = try amount("bytes")
+        guard records != nil || bytes != nil else { throw .badRequest("a credit message needs \"records\" and/or \"bytes\"") }
+        return (records, bytes)
     }
 }

@@ -74,13 +74,7 @@ final class ProduceSocket: WebSocketHandler {
         let body = Array(text.utf8)
         var id: [UInt8] = Array("null".utf8)
         do throws(BrokerError) {
-            let node: JSONNode
-            do { node = try JSONParser.parse(body) } catch { throw .badRequest("message is not valid JSON: \(error)") }
-            guard node.objectValue != nil else { throw .badRequest("message must be a JSON object, got \(node.typeName)") }
-            if let idNode = node["id"] {
-                guard idNode.arrayValue == nil && idNode.objectValue == nil else { throw .badRequest("\"id\" must be a string or a number") }
-                id = Array(body[idNode.range])
-            }
+            let node = try Self.message(body, id: &id)
             guard node["type"]?.stringValue == "produce" else { throw .badRequest("\"type\" must be \"produce\"") }
             var acks = Acks.all
             if let acksNode = node["acks"] {
@@ -168,5 +162,20 @@ extension BrokerService {
         let limits = webSocketLimits
         let session = ProduceSocket(broker: broker, topic: topic, queuedBytesMax: 2 * limits.messageBytesMax)
         responder.upgradeToWebSocket(request, limits: limits, handler: session)
+    }
+}
+
+extension ProduceSocket {
+    /// Parses one client message: a JSON object, with its `id` (string or number) kept as written
+    /// so answers echo it byte for byte. `id` stays `null` when absent or when parsing fails first.
+    static func message(_ body: [UInt8], id: inout [UInt8]) throws(BrokerError) -> JSONNode {
+        let node: JSONNode
+        do { node = try JSONParser.parse(body) } catch { throw .badRequest("message is not valid JSON: \(error)") }
+        guard node.objectValue != nil else { throw .badRequest("message must be a JSON object, got \(node.typeName)") }
+        if let idNode = node["id"] {
+            guard idNode.arrayValue == nil && idNode.objectValue == nil else { throw .badRequest("\"id\" must be a string or a number") }
+            id = Array(body[idNode.range])
+        }
+        return node
     }
 }

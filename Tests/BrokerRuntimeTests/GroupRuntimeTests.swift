@@ -42,6 +42,23 @@ import Testing
 
     // MARK: - single node
 
+    /// A started single-node broker with one topic, on a temporary directory removed at the end.
+    final class SingleNode {
+        let root = NSTemporaryDirectory() + "petrel-groups-\(UUID().uuidString)"
+        let broker: Broker
+        init(topic: TopicName, partitions: Int32) throws {
+            var config = BrokerConfiguration()
+            config.dataDirectory = root
+            broker = Broker(configuration: config)
+            try broker.start()
+            _ = try broker.createTopic(name: topic, partitions: partitions, replicationFactor: nil, configs: [])
+        }
+        deinit {
+            broker.shutdown()
+            try? FileManager.default.removeItem(atPath: root)
+        }
+    }
+
     @Test func singleNodeGroupLifecycleSurvivesRestart() throws {
         let root = NSTemporaryDirectory() + "petrel-groups-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -90,14 +107,10 @@ import Testing
     }
 
     @Test func expiredSessionRebalancesToTheOthers() throws {
-        let root = NSTemporaryDirectory() + "petrel-groups-\(UUID().uuidString)"
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        var config = BrokerConfiguration()
-        config.dataDirectory = root
-        let b = Broker(configuration: config)
-        try b.start()
-        defer { b.shutdown() }
-        _ = try b.createTopic(name: topic, partitions: 4, replicationFactor: nil, configs: [])
+        let node = try SingleNode(topic: topic, partitions: 4)
+        // ARC may end a value's life after its last use: keep the broker up to the end of the test.
+        defer { withExtendedLifetime(node) {} }
+        let b = node.broker
         let g = GroupID("expiring")!
         let quiet = try join(b, g, client: "quiet", session: 1_000)
         let busy = try join(b, g, client: "busy", session: 30_000)
@@ -114,14 +127,10 @@ import Testing
     }
 
     @Test func aParkedPollEndsOnRebalanceWithTheNewAssignment() throws {
-        let root = NSTemporaryDirectory() + "petrel-groups-\(UUID().uuidString)"
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        var config = BrokerConfiguration()
-        config.dataDirectory = root
-        let b = Broker(configuration: config)
-        try b.start()
-        defer { b.shutdown() }
-        _ = try b.createTopic(name: topic, partitions: 2, replicationFactor: nil, configs: [])
+        let node = try SingleNode(topic: topic, partitions: 2)
+        // ARC may end a value's life after its last use: keep the broker up to the end of the test.
+        defer { withExtendedLifetime(node) {} }
+        let b = node.broker
         let g = GroupID("wakeup")!
         let first = try join(b, g, client: "one")
         let answer = Mutex<Result<GroupPollResult, BrokerError>?>(nil)
