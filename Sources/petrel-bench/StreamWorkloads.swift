@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Synchronization
 import WebSocketCodec
@@ -152,36 +153,110 @@ extension Workloads {
     // MARK: sse-consume
 
     /// `GET .../records?offset=earliest&stream_limit=expected` with `Accept: text/event-stream` on one
-    /// connection; the broker ends the stream after `expected` records. Counts `event: record` events
-    /// and checks that the last `id:` is expected - 1. Timed from the request to the end of the stream.
+    /// connection; the broker ends the stream after `expected` records. The body is decoded as it
+    /// arrives (chunked, or up to Content-Length / close) and never kept whole: `event: record` lines
+    /// are counted across chunk and read boundaries, and the last `id:` must be expected - 1. Timed
+    /// from the request to the end of the stream.
     func sseConsume(topic: String, expected: Int, maxRecords: Int, maxBytes: Int) throws -> StreamConsumeResult {
-        let connection = try HTTPConnection(broker)
-        var request = RequestBytes(
-            method: "GET",
-            path: "/v1/topics/\(topic)/partitions/0/records?offset=earliest&max_records=\(maxRecords)&max_bytes=\(maxBytes)&stream_limit=\(expected)",
-            host: broker.description)
-        // Accept goes before the blank line that ends the head.
-        request.bytes.removeLast(2)
-        request.bytes += Array("Accept: text/event-stream\r\n\r\n".utf8)
+        let fd = try broker.connectSocket()
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let path = "/v1/topics/\(topic)/partitions/0/records?offset=earliest&max_records=\(maxRecords)&max_bytes=\(maxBytes)&stream_limit=\(expected)"
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: \(broker.host):\(broker.port)\r\nAccept: text/event-stream\r\n\r\n".utf8)
+        var counter = SSECounter()
+        var buffer = [UInt8](repeating: 0, count: 256 * 1024)
+        var filled = 0
         let start = monotonicNanoseconds()
-        let response = try connection.exchange(request)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress!, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else {
+            throw BenchError("sse-consume: send: \(String(cString: strerror(errno)))")
+        }
+        func receive() throws -> Bool {
+            if filled == buffer.count { buffer += [UInt8](repeating: 0, count: buffer.count) }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + filled, $0.count - filled, 0) }
+            if n < 0 && errno == EINTR { return true }
+            if n < 0 { throw BenchError("sse-consume: recv: \(String(cString: strerror(errno)))") }
+            filled += n
+            return n > 0
+        }
+        // The head.
+        var head: ResponseHead?
+        while head == nil {
+            head = try buffer.withUnsafeBytes { try ResponseParsing.head(UnsafeRawBufferPointer(rebasing: $0[0..<filled])) }
+            if head == nil { guard try receive() else { throw BenchError("sse-consume: closed before the response head") } }
+        }
+        guard head!.status == 200 else {
+            throw BenchError("sse-consume: HTTP \(head!.status) \(String(decoding: buffer[0..<min(filled, 400)], as: UTF8.self))")
+        }
+        var position = head!.headLength
+        // The body: chunked (what libmicrohttpd sends for a stream) or a plain length.
+        enum Chunk { case size([UInt8]), data(Int), dataEnd(Int), trailer([UInt8]), done }
+        var state: Chunk
+        var plainRemaining = 0
+        let chunked: Bool
+        switch head!.framing {
+        case .chunked:
+            chunked = true
+            state = .size([])
+        case .length(let n):
+            chunked = false
+            plainRemaining = n
+            state = n == 0 ? .done : .data(n)
+        }
+        while true {
+            // Consume buffer[position..<filled].
+            while position < filled {
+                if case .done = state { break }
+                switch state {
+                case .size(var line):
+                    let byte = buffer[position]
+                    position += 1
+                    if byte == 10 {
+                        let text = String(decoding: line, as: UTF8.self).split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+                        guard let size = Int(text, radix: 16) else { throw BenchError("sse-consume: bad chunk size line '\(text)'") }
+                        state = size == 0 ? .trailer([]) : .data(size)
+                    } else if byte != 13 {
+                        line.append(byte)
+                        state = .size(line)
+                    } else {
+                        state = .size(line)
+                    }
+                case .data(let remaining):
+                    let take = min(remaining, filled - position)
+                    buffer.withUnsafeBytes { counter.feed(UnsafeRawBufferPointer(rebasing: $0[position..<(position + take)])) }
+                    position += take
+                    if !chunked { plainRemaining -= take }
+                    if take == remaining { state = chunked ? .dataEnd(2) : .done } else { state = .data(remaining - take) }
+                case .dataEnd(let left):
+                    position += 1
+                    state = left == 1 ? .size([]) : .dataEnd(left - 1)
+                case .trailer(var line):
+                    let byte = buffer[position]
+                    position += 1
+                    if byte == 10 {
+                        if line.isEmpty { state = .done } else { state = .trailer([]) }
+                    } else if byte != 13 {
+                        line.append(byte)
+                        state = .trailer(line)
+                    }
+                case .done:
+                    break
+                }
+            }
+            if case .done = state { break }
+            // Everything in the buffer is consumed: reuse it from the start.
+            position = 0
+            filled = 0
+            guard try receive() else {
+                if chunked || plainRemaining > 0 { throw BenchError("sse-consume: connection closed mid-stream after \(counter.events) events") }
+                break
+            }
+        }
         let seconds = Double(monotonicNanoseconds() - start) / 1e9
-        guard response.status == 200 else {
-            throw BenchError("sse-consume: HTTP \(response.status) \(String(decoding: response.body.prefix(300), as: UTF8.self))")
-        }
-        let events = BodyScan.count(Array("\nevent: record\n".utf8), in: response.body)
-        guard events == expected else { throw BenchError("sse-consume: \(events) record events, expected \(expected)") }
-        // The last "id: N" line.
-        let idNeedle = Array("id: ".utf8)
-        let tailStart = max(0, response.body.count - 4096)
-        var last: Int64 = -1
-        var from = tailStart
-        while let hit = Bytes.integer(after: idNeedle, in: response.body, from: from) {
-            last = hit.value
-            from = hit.end
-        }
+        guard counter.events == expected else { throw BenchError("sse-consume: \(counter.events) record events, expected \(expected)") }
+        let last = counter.lastID()
         guard last == Int64(expected - 1) else { throw BenchError("sse-consume: last event id \(last), expected \(expected - 1)") }
-        return StreamConsumeResult(seconds: seconds, records: events, messages: 1)
+        return StreamConsumeResult(seconds: seconds, records: counter.events, messages: 1)
     }
 
     // MARK: ws-latency
@@ -277,5 +352,57 @@ extension Workloads {
         let result = collected.withLock { $0 }
         if let failure = result.failure { throw BenchError(failure) }
         return WebSocketLatencyResult(latencies: result.latencies, recordsMessages: result.messages)
+    }
+}
+
+/// Counts `event: record` lines in an SSE body fed in arbitrary pieces (a line may straddle two
+/// pieces), and keeps the last few KiB to find the last `id:`.
+struct SSECounter {
+    static let needle = Array("\nevent: record\n".utf8)
+    private(set) var events = 0
+    /// The last needle.count - 1 bytes seen: a match straddling a piece boundary starts in here.
+    private var carry: [UInt8] = []
+    private var tail: [UInt8] = []
+
+    mutating func feed(_ piece: UnsafeRawBufferPointer) {
+        guard piece.count > 0 else { return }
+        let n = Self.needle.count
+        if !carry.isEmpty {
+            // Matches starting in the carry (none can lie wholly inside it: it is shorter than the needle).
+            let joined = carry + Array(UnsafeRawBufferPointer(rebasing: piece[0..<min(piece.count, n - 1)]))
+            for startIndex in 0..<carry.count where startIndex + n <= joined.count {
+                if joined[startIndex..<(startIndex + n)].elementsEqual(Self.needle) { events += 1 }
+            }
+        }
+        Self.needle.withUnsafeBytes { needle in
+            var start = piece.baseAddress!
+            var remaining = piece.count
+            while remaining >= n, let hit = findBytes(start, remaining, needle.baseAddress!, n) {
+                events += 1
+                let advance = hit - start + n
+                start += advance
+                remaining -= advance
+            }
+        }
+        let keep = n - 1
+        if piece.count >= keep {
+            carry = Array(UnsafeRawBufferPointer(rebasing: piece[(piece.count - keep)...]))
+        } else {
+            carry = Array((carry + Array(piece)).suffix(keep))
+        }
+        tail += piece
+        if tail.count > 16 * 1024 { tail.removeFirst(tail.count - 4096) }
+    }
+
+    /// The number after the last `id: ` in what was kept, or -1.
+    func lastID() -> Int64 {
+        let needle = Array("id: ".utf8)
+        var last: Int64 = -1
+        var from = 0
+        while let hit = Bytes.integer(after: needle, in: tail, from: from) {
+            last = hit.value
+            from = hit.end
+        }
+        return last
     }
 }
