@@ -65,6 +65,9 @@ extension BenchmarkRun {
         recorder.add(id: "ws-latency-p50", workload: title, metric: "p50", unit: "ms", client: client, notes: notes, value: Stats.percentile(r.latencies, 50), busy: busy, details: details, samples: r.latencies)
         recorder.add(id: "ws-latency-p99", workload: title, metric: "p99", unit: "ms", client: client, notes: notes, value: Stats.percentile(r.latencies, 99), busy: busy, details: details)
         recorder.add(id: "ws-latency-max", workload: title, metric: "max", unit: "ms", client: client, notes: notes, value: r.latencies.max() ?? .nan, busy: busy, details: details)
+        let ackTitle = "ws-latency producer's send -> ack (acks=\(options.wsLatencyAcks))"
+        recorder.add(id: "ws-latency-ack-p50", workload: ackTitle, metric: "p50", unit: "ms", client: client, notes: notes, value: Stats.percentile(r.ackLatencies, 50), busy: .nan)
+        recorder.add(id: "ws-latency-ack-p99", workload: ackTitle, metric: "p99", unit: "ms", client: client, notes: notes, value: Stats.percentile(r.ackLatencies, 99), busy: .nan)
     }
 
     func webSocketProduce(recorder: Recorder, workloads: Workloads, topic: String) throws {

@@ -264,6 +264,8 @@ extension Workloads {
     struct WebSocketLatencyResult {
         var latencies: [Double]
         var recordsMessages: Int
+        /// The producer's send -> ack time of each message (its share of the end-to-end figure).
+        var ackLatencies: [Double]
     }
 
     /// A consumer thread holds a consume WebSocket (offset earliest on a fresh topic, credit for every
@@ -311,6 +313,8 @@ extension Workloads {
         var producerFailure: String?
         var payload: [UInt8] = []
         var out: [UInt8] = []
+        var ackLatencies: [Double] = []
+        ackLatencies.reserveCapacity(messages)
         for i in 0..<messages {
             sleepUntil(nanoseconds: start + UInt64(i) * interval)
             payload.removeAll(keepingCapacity: true)
@@ -336,6 +340,7 @@ extension Workloads {
                         acked = true
                     }
                 }
+                ackLatencies.append(Double(monotonicNanoseconds() - stamp) / 1e6)
             } catch {
                 producerFailure = "\(error)"
                 break
@@ -351,7 +356,7 @@ extension Workloads {
         if let producerFailure { throw BenchError(producerFailure) }
         let result = collected.withLock { $0 }
         if let failure = result.failure { throw BenchError(failure) }
-        return WebSocketLatencyResult(latencies: result.latencies, recordsMessages: result.messages)
+        return WebSocketLatencyResult(latencies: result.latencies, recordsMessages: result.messages, ackLatencies: ackLatencies)
     }
 }
 
