@@ -75,7 +75,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "petrel-bench",
-            dependencies: ["CMicroHTTPD", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["CMicroHTTPD", "WebSocketCodec", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "BrokerModelTests", dependencies: ["BrokerModel"], swiftSettings: swiftSettings),

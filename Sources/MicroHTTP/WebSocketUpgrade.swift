@@ -1,4 +1,5 @@
 import CMicroHTTPD
+import Glibc
 import Synchronization
 import WebSocketCodec
 
@@ -70,6 +71,11 @@ final class WebSocketUpgrade: Sendable {
         let core = upgrade.core!
         precondition(!upgrade.isSettled.exchange(true, ordering: .acquiringAndReleasing), "upgrade after request completion")
         let loop = core.webSocketLoop
+        // libmicrohttpd hands the socket over with Nagle on (it clears TCP_NODELAY after the 101). A
+        // WebSocket writes small frames whenever it has them; with Nagle each one after the first waits
+        // for the client's (delayed, up to 40 ms) ACK of the previous one.
+        var noDelay: Int32 = 1
+        _ = setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
         let extra = extraInSize > 0 ? Array(UnsafeRawBufferPointer(start: extraIn, count: extraInSize)) : []
         let connection = WebSocketConnection(
             fd: socket, upgradeHandle: UpgradeHandle(pointer: handle!), loop: loop, limits: upgrade.limits,

@@ -37,6 +37,7 @@ struct BenchmarkRun {
 
         for rep in 1...options.reps {
             log("repetition \(rep) of \(options.reps)")
+            if let maxLoad1 = options.maxLoad1 { LoadGate.wait(below: maxLoad1, maxSeconds: options.loadWaitSeconds) }
             var readTopic: String?
             for (variant, acks) in [("w1a", "1"), ("w1b", "all")] where selected(variant) {
                 let topic = "bench-\(runID)-\(variant)-\(rep)"
@@ -67,6 +68,7 @@ struct BenchmarkRun {
                     _ = try workloads.batchedProduce(
                         topic: fill, records: options.w1Records, batch: options.w1Batch, connections: options.w1Connections, acks: "all")
                     topic = fill
+                    readTopic = fill
                 }
                 let busy = quiet()
                 let cpuBefore = processCPUSeconds()
@@ -80,6 +82,17 @@ struct BenchmarkRun {
                         "seconds": r.seconds, "records": Double(r.records), "requests": Double(r.requests),
                         "clientCPUPercentOfOneCore": 100 * (processCPUSeconds() - cpuBefore) / r.seconds,
                     ].merging(serverCPUDetails(since: serverBefore, seconds: r.seconds, units: r.records)) { a, _ in a })
+            }
+            if selected("ws-consume") || selected("sse-consume") {
+                if readTopic == nil {
+                    let fill = "bench-\(runID)-streams-\(rep)"
+                    try workloads.createTopic(fill)
+                    topicsToDelete.append(fill)
+                    _ = try workloads.batchedProduce(
+                        topic: fill, records: options.w1Records, batch: options.w1Batch, connections: options.w1Connections, acks: "all")
+                    readTopic = fill
+                }
+                try streamConsume(recorder: recorder, workloads: workloads, topic: readTopic!)
             }
             if selected("controls") {
                 let busy = quiet()
@@ -120,6 +133,12 @@ struct BenchmarkRun {
                 recorder.add(id: "w4-p99", workload: "W4 produce -> long-poll latency", metric: "p99", unit: "ms", client: client, notes: notes, value: Stats.percentile(r.latencies, 99), busy: busy, details: details)
                 recorder.add(id: "w4-max", workload: "W4 produce -> long-poll latency", metric: "max", unit: "ms", client: client, notes: notes, value: r.latencies.max() ?? .nan, busy: busy, details: details)
             }
+            if selected("ws-latency") {
+                let topic = "bench-\(runID)-wslat-\(rep)"
+                try workloads.createTopic(topic)
+                topicsToDelete.append(topic)
+                try webSocketLatency(recorder: recorder, workloads: workloads, topic: topic)
+            }
             if selected("rps") {
                 let topic = "bench-\(runID)-rps-\(rep)"
                 try workloads.createTopic(topic)
@@ -156,6 +175,12 @@ struct BenchmarkRun {
                     }
                 }
             }
+            if selected("ws-produce") {
+                let topic = "bench-\(runID)-wsprod-\(rep)"
+                try workloads.createTopic(topic)
+                topicsToDelete.append(topic)
+                try webSocketProduce(recorder: recorder, workloads: workloads, topic: topic)
+            }
             // Free the disk as we go; W2 has read what it needed.
             for topic in topicsToDelete { workloads.deleteTopic(topic) }
             topicsToDelete.removeAll()
@@ -165,6 +190,10 @@ struct BenchmarkRun {
         recorder.setTarget("w2", ">= 700,000 rec/s") { $0 >= 700_000 }
         recorder.setTarget("w3-p99", "<= 0.5 ms") { $0 <= 0.5 }
         recorder.setTarget("w4-p99", "<= 1 ms") { $0 <= 1 }
+        recorder.setTarget("ws-produce", ">= 100,000 msg/s") { $0 >= 100_000 }
+        recorder.setTarget("ws-consume", ">= 500,000 rec/s") { $0 >= 500_000 }
+        recorder.setTarget("sse-consume", ">= 500,000 rec/s") { $0 >= 500_000 }
+        recorder.setTarget("ws-latency-p99", "<= 1 ms") { $0 <= 1 }
         recorder.setTarget("rps-ratio", ">= 0.5 x baseline") { $0 >= 0.5 }
         recorder.setTarget("rps-ratio-wrk", ">= 0.5 x baseline") { $0 >= 0.5 }
         let measurements = recorder.measurements()
@@ -182,6 +211,11 @@ struct BenchmarkRun {
                 "w3Calls": "\(options.w3Calls)", "w4Messages": "\(options.w4Messages)", "w4WaitMs": "\(options.w4WaitMilliseconds)",
                 "rpsConnections": "\(options.rpsConnections)", "rpsSeconds": "\(options.rpsSeconds)", "loadThreads": "\(options.loadThreads)",
                 "valueBytes": "\(recordValueBytes)",
+                "wsProduceMessages": "\(options.wsProduceMessages)", "wsProduceConnections": "\(options.wsProduceConnections)",
+                "wsWindow": "\(options.wsWindow)", "wsProduceAcks": options.wsProduceAcks, "streamMaxRecords": "\(options.streamMaxRecords)",
+                "streamMaxBytes": "\(options.streamMaxBytes)", "wsCredit": "\(options.wsCredit)",
+                "wsLatencyMessages": "\(options.wsLatencyMessages)", "wsLatencyIntervalMs": "\(options.wsLatencyIntervalMilliseconds)",
+                "wsLatencyAcks": options.wsLatencyAcks,
             ]
             if let only = options.only { settings["only"] = only }
             let report = Report(

@@ -25,6 +25,14 @@ struct PetrelBench: ParsableCommand {
             W4: a reader thread long-polls (wait_ms) on its own connection
               following next_offset; --w4-messages acks=all produces 5 ms
               apart carry a CLOCK_MONOTONIC stamp; latency = receive - stamp.
+            ws-consume: the W1 topic over a consume WebSocket from offset 0,
+              credit --ws-credit topped up below half; records/s.
+            sse-consume: the same topic as SSE (stream_limit = its records).
+            ws-latency: a consume WebSocket with credit for everything; a
+              produce WebSocket sends --ws-latency-messages one-record messages
+              one at a time (--ws-latency-acks) with a CLOCK_MONOTONIC stamp.
+            ws-produce: one-record produce messages, --ws-window in flight per
+              socket, an ack per message; messages/s, every offset checked.
             req/s: single-record acks=1 produces on --rps-connections closed-
               loop connections for --rps-seconds, against the broker and the
               baseline server; their ratio per repetition.
@@ -50,7 +58,20 @@ struct RunOptions: ParsableArguments {
     @Option(name: .customLong("rps-seconds"), help: "Duration of each req/s run.") var rpsSeconds = 5.0
     @Option(name: .customLong("load-threads"), help: "poll-loop threads of the req/s load generator.") var loadThreads = 1
     @Flag(help: "Also drive the req/s test with wrk (-t1, a Lua script POSTing 100 bytes) to cross-check the client.") var wrk = false
-    @Option(help: "Comma-separated subset: w1a,w1b,w2,controls,w3,w4,rps (default: all).") var only: String?
+    @Option(name: .customLong("ws-produce-messages"), help: "ws-produce: one-record produce messages per run.") var wsProduceMessages = 200_000
+    @Option(name: .customLong("ws-produce-connections"), help: "ws-produce: WebSockets (one client thread each).") var wsProduceConnections = 1
+    @Option(name: .customLong("ws-window"), help: "ws-produce: unacknowledged messages per socket (the broker allows 1,000).") var wsWindow = 1_000
+    @Option(name: .customLong("ws-produce-acks"), help: "ws-produce: acks of every message.") var wsProduceAcks = "1"
+    @Option(name: .customLong("stream-max-records"), help: "ws-consume/sse-consume: max_records per pushed batch.") var streamMaxRecords = 5_000
+    @Option(name: .customLong("stream-max-bytes"), help: "ws-consume/sse-consume: max_bytes per pushed batch.") var streamMaxBytes = 2 * 1024 * 1024
+    @Option(name: .customLong("ws-credit"), help: "ws-consume: records of credit kept granted (topped up below half).") var wsCredit = 50_000
+    @Option(name: .customLong("ws-latency-messages"), help: "ws-latency: messages per run.") var wsLatencyMessages = 5_000
+    @Option(name: .customLong("ws-latency-interval-ms"), help: "ws-latency: time between produce messages.") var wsLatencyIntervalMilliseconds = 2.0
+    @Option(name: .customLong("ws-latency-acks"), help: "ws-latency: the producer's acks (it waits for each ack).") var wsLatencyAcks = "all"
+    @Option(name: .customLong("max-load1"), help: "Before each repetition wait (up to --load-wait s) until the 1-minute load average is below this; logs it and top.")
+    var maxLoad1: Double?
+    @Option(name: .customLong("load-wait"), help: "Longest wait for --max-load1, in seconds.") var loadWaitSeconds = 600.0
+    @Option(help: "Comma-separated subset: w1a,w1b,w2,ws-consume,sse-consume,controls,w3,w4,ws-latency,rps,ws-produce (default: all).") var only: String?
     @Option(name: .customLong("fsync-dir"), help: "Where the append+fdatasync control writes (put it on the broker's disk).")
     var fsyncDirectory = NSTemporaryDirectory()
     @Option(name: .customLong("quiet-wait"), help: "Wait up to this many seconds for a quiet machine before each repetition.") var quietWaitSeconds = 5.0

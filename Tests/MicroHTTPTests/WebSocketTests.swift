@@ -331,6 +331,29 @@ func startWebSocketServer(
         #expect(handler.closeCodes == [1006])
     }
 
+    @Test func upgradedSocketHasNagleOff() throws {
+        // libmicrohttpd clears TCP_NODELAY before handing the socket over; small frames would then wait
+        // for the client's delayed ACK of the previous one (40 ms on Linux).
+        final class NoDelayRecorder: WebSocketHandler {
+            let noDelay = Atomic<Int32>(-1)
+            func opened(_ connection: WebSocketConnection) {
+                var value: Int32 = -1
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                _ = getsockopt(connection.fd, Int32(IPPROTO_TCP), TCP_NODELAY, &value, &length)
+                noDelay.store(value, ordering: .relaxed)
+            }
+            func received(_ message: WebSocketMessage, on connection: WebSocketConnection) {}
+            func closed(_ connection: WebSocketConnection, code: WebSocketCloseCode, reason: String) {}
+        }
+        let handler = NoDelayRecorder()
+        let server = try startWebSocketServer(handler: handler)
+        defer { server.stop(timeoutSeconds: 1) }
+        let client = try WebSocketTestClient(port: server.port)
+        #expect(try client.handshake().status == 101)
+        waitFor { handler.noDelay.load(ordering: .relaxed) != -1 }
+        #expect(handler.noDelay.load(ordering: .relaxed) == 1)
+    }
+
     @Test func manySocketsShareOneLoopThread() throws {
         final class ThreadRecorder: WebSocketHandler {
             let threads = Mutex<Set<UInt>>([])
