@@ -29,9 +29,15 @@ import Synchronization
 final class ProduceSocket: WebSocketHandler {
     static let inFlightMax = 1_000
 
+    /// Messages merged into one produce at most (they also share one batch of the log).
+    static let batchMessagesMax = 256
+
     struct Load {
         var queuedBytes = 0
         var inFlight = 0
+        /// Received, not yet parsed (text, bytes); a drain on the serial queue takes them in order.
+        var pending: [(String, Int)] = []
+        var isDraining = false
     }
 
     let broker: Broker
@@ -62,15 +68,77 @@ final class ProduceSocket: WebSocketHandler {
             connection.close(code: .tryAgainLater, reason: "too many unprocessed produce requests")
             return
         }
-        queue.async { [self] in
-            process(text, on: connection)
-            load.withLock { $0.queuedBytes -= size }
+        let schedule = load.withLock { load -> Bool in
+            load.pending.append((text, size))
+            defer { load.isDraining = true }
+            return !load.isDraining
+        }
+        if schedule { queue.async { [self] in drain(on: connection) } }
+    }
+
+    /// Takes every message queued so far and processes them as one batch (on the serial queue):
+    /// consecutive requests with the same `acks` become one append and one group commit, then one
+    /// ack per request, in order. Under pipelining this is what lets one socket go past one disk
+    /// write and one wake-up per message.
+    private func drain(on connection: WebSocketConnection) {
+        while true {
+            let batch = load.withLock { load -> [(String, Int)] in
+                let taken = Array(load.pending.prefix(Self.batchMessagesMax))
+                load.pending.removeFirst(taken.count)
+                if taken.isEmpty { load.isDraining = false }
+                return taken
+            }
+            if batch.isEmpty { return }
+            var parsed: [Request] = []
+            for (text, _) in batch {
+                if let request = parse(text, on: connection) { parsed.append(request) }
+            }
+            var start = 0
+            while start < parsed.count {
+                var end = start + 1
+                while end < parsed.count && parsed[end].acks == parsed[start].acks { end += 1 }
+                produce(Array(parsed[start..<end]), on: connection, fallBackAlone: end - start > 1)
+                start = end
+            }
+            let bytes = batch.reduce(0) { $0 + $1.1 }
+            load.withLock { $0.queuedBytes -= bytes }
         }
     }
 
-    /// Parses one request and hands it to the broker (on the socket's serial queue).
-    private func process(_ text: String, on connection: WebSocketConnection) {
-        guard !connection.isClosed else { return }  // the client left: do not append for nobody
+    /// One parsed, admitted request: its correlation id, acks and records.
+    struct Request {
+        var id: [UInt8]
+        var acks: Acks
+        var records: [ProduceRecord]
+    }
+
+    /// Produces `requests` as one call and answers each. A merged call refused for bad input (one
+    /// request's record too large, say) is retried request by request, so one bad request never
+    /// fails its neighbours.
+    private func produce(_ requests: [Request], on connection: WebSocketConnection, fallBackAlone: Bool) {
+        let records = requests.flatMap(\.records)
+        broker.produce(topic: topic, records: records, acks: requests[0].acks) { [self] result in
+            if case .failure(let error) = result, fallBackAlone, error.httpStatus < 500 {
+                for r in requests { produce([r], on: connection, fallBackAlone: false) }
+                return
+            }
+            load.withLock { $0.inFlight -= requests.count }
+            switch result {
+            case .success(let placements):
+                var at = 0
+                for r in requests {
+                    connection.send(text: Self.ack(id: r.id, placements: Array(placements[at..<(at + r.records.count)])))
+                    at += r.records.count
+                }
+            case .failure(let error):
+                for r in requests { connection.send(text: Self.error(id: r.id, error)) }
+            }
+        }
+    }
+
+    /// Parses and admits one request (on the socket's serial queue); a bad one is answered here.
+    private func parse(_ text: String, on connection: WebSocketConnection) -> Request? {
+        guard !connection.isClosed else { return nil }  // the client left: do not append for nobody
         let body = Array(text.utf8)
         var id: [UInt8] = Array("null".utf8)
         do throws(BrokerError) {
@@ -98,16 +166,10 @@ final class ProduceSocket: WebSocketHandler {
             guard admitted else {
                 throw .overloaded("more than \(Self.inFlightMax) produce requests in flight on this socket; wait for acks")
             }
-            let answerID = id
-            broker.produce(topic: topic, records: records, acks: acks) { [self] result in
-                load.withLock { $0.inFlight -= 1 }
-                switch result {
-                case .success(let placements): connection.send(text: Self.ack(id: answerID, placements: placements))
-                case .failure(let error): connection.send(text: Self.error(id: answerID, error))
-                }
-            }
+            return Request(id: id, acks: acks, records: records)
         } catch {
             connection.send(text: Self.error(id: id, error))
+            return nil
         }
     }
 

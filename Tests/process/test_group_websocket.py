@@ -172,18 +172,20 @@ def test_consume_with_credit_kill_mid_stream_and_resume_from_the_committed_offse
         first = await Member.join(wsb, "wsc", credit=3000)
         assert len(first.assignment) == PARTITIONS
         # Read with a moving window of credit: 1,000 more whenever 1,000 were taken.
+        # Credit first, then wait: commit() below reads records without granting any, so the
+        # window may be used up exactly when it returns.
         while first.received < 50_000:
-            await first.next()
             while first.granted - first.received < 2000:
                 await first.grant(1000)
+            await first.next()
         processed = list(first.records)
         committed = first.positions(processed)
         await first.commit(committed)
         # A few thousand more arrive (not committed), then the connection dies mid-stream.
         while first.received < 55_000:
-            await first.next()
             while first.granted - first.received < 2000:
                 await first.grant(1000)
+            await first.next()
         first.kill()
 
         second = await Member.join(wsb, "wsc", credit=total)
