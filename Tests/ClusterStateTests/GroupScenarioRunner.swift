@@ -35,15 +35,7 @@ struct GroupScenarioRunner {
     var failures: [String] = []
 
     mutating func run(script: String) -> String {
-        for line in script.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed.isEmpty || trimmed.hasPrefix("#") {
-                output.append(line)
-                continue
-            }
-            output.append("> " + trimmed)
-            for answer in execute(trimmed.split(separator: " ").map(String.init)) { output.append("  " + answer) }
-        }
+        output += ScenarioFiles.transcript(of: script) { execute($0) }
         if replayed() != state { failures.append("replaying the \(log.count) records does not reproduce the state") }
         while output.last == "" { output.removeLast() }
         return output.joined(separator: "\n") + "\n"

@@ -6,6 +6,22 @@ import Testing
 /// A change in behaviour shows up as a diff of the golden file. To accept a change on purpose:
 /// `PETREL_REGENERATE_GOLDEN=1 swift test --filter ClusterStateTests`, then read the diff.
 enum ScenarioFiles {
+    /// Writes a script's transcript: comments and blank lines kept, each command as `> command`
+    /// with its answers indented under it.
+    static func transcript(of script: String, _ execute: ([String]) -> [String]) -> [String] {
+        var output: [String] = []
+        for line in script.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty || trimmed.hasPrefix("#") {
+                output.append(line)
+                continue
+            }
+            output.append("> " + trimmed)
+            for answer in execute(trimmed.split(separator: " ").map(String.init)) { output.append("  " + answer) }
+        }
+        return output
+    }
+
     /// Scripts are read from the copied resource; regenerated goldens are written to the source tree.
     static var bundleDirectory: URL { Bundle.module.resourceURL!.appendingPathComponent("Scenarios") }
     static var sourceDirectory: URL {
